@@ -1,0 +1,210 @@
+"""What the judge must produce and what a fusion returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+JudgeFailure = Literal[
+    "judge_not_valid_json",
+    "judge_schema_mismatch",
+    "judge_upstream_error",
+    "judge_empty_completion",
+]
+
+
+class Usage(BaseModel):
+    """Token counts of one or more model calls."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+    @classmethod
+    def total(cls, usages: Iterable[Usage | None]) -> Usage:
+        """Sum ``usages``, skipping the missing ones."""
+        result = cls()
+        for usage in usages:
+            if usage is not None:
+                result = result + usage
+        return result
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> Usage | None:
+        """Read a LangChain ``usage_metadata`` mapping; ``None`` when the provider sent none."""
+        if not metadata:
+            return None
+        return cls(
+            input_tokens=int(metadata.get("input_tokens", 0)),
+            output_tokens=int(metadata.get("output_tokens", 0)),
+            total_tokens=int(metadata.get("total_tokens", 0)),
+        )
+
+
+class Stance(BaseModel):
+    """One model's position on a contested topic."""
+
+    model: str = Field(description="The response label, e.g. 'Response A'.")
+    stance: str = Field(description="What that response claims about the topic.")
+
+
+class Contradiction(BaseModel):
+    """A topic on which responses disagree."""
+
+    topic: str = Field(description="What the disagreement is about.")
+    stances: list[Stance] = Field(description="Each disagreeing response and its position.")
+
+
+class PartialCoverage(BaseModel):
+    """A point made by some responses and missing from the others."""
+
+    models: list[str] = Field(description="Labels of the responses that make the point.")
+    point: str = Field(description="The point.")
+
+
+class UniqueInsight(BaseModel):
+    """Something only one response saw."""
+
+    model: str = Field(description="Label of the one response that makes it.")
+    insight: str = Field(description="The insight.")
+
+
+class Analysis(BaseModel):
+    """The judge's comparison of the panel answers."""
+
+    consensus: list[str] = Field(description="Claims every response agrees on.")
+    contradictions: list[Contradiction] = Field(description="Where responses disagree.")
+    partial_coverage: list[PartialCoverage] = Field(
+        description="Points some but not all responses cover."
+    )
+    unique_insights: list[UniqueInsight] = Field(description="Points only one response makes.")
+    blind_spots: list[str] = Field(description="What no response addressed but should have.")
+
+    def relabel(self, names: Mapping[str, str]) -> Analysis:
+        """Replace response labels with the model slugs they stand for."""
+
+        def name(label: str) -> str:
+            key = label.strip()
+            if key in names:
+                return names[key]
+            short = key.removeprefix("Response").strip()
+            return names.get(f"Response {short}", key)
+
+        return Analysis(
+            consensus=self.consensus,
+            contradictions=[
+                Contradiction(
+                    topic=c.topic,
+                    stances=[Stance(model=name(s.model), stance=s.stance) for s in c.stances],
+                )
+                for c in self.contradictions
+            ],
+            partial_coverage=[
+                PartialCoverage(models=[name(m) for m in p.models], point=p.point)
+                for p in self.partial_coverage
+            ],
+            unique_insights=[
+                UniqueInsight(model=name(u.model), insight=u.insight) for u in self.unique_insights
+            ],
+            blind_spots=self.blind_spots,
+        )
+
+
+class _Reasoning(BaseModel):
+    reasoning: str = Field(
+        description="Brief notes comparing the responses, written before the verdict fields."
+    )
+
+
+class JudgeVerdict(Analysis, _Reasoning):
+    """What the judge model writes: its reasoning first, then the analysis."""
+
+    def analysis(self) -> Analysis:
+        """The verdict without the reasoning."""
+        return Analysis.model_validate(self.model_dump(exclude={"reasoning"}))
+
+
+class PanelResponse(BaseModel):
+    """One panel model's answer."""
+
+    model: str
+    content: str
+    usage: Usage | None = None
+    latency_s: float | None = None
+    tool_calls: int = 0
+
+
+class FailedModel(BaseModel):
+    """A panel model that gave no usable answer, and why."""
+
+    model: str
+    error: str
+    failure_reason: str
+
+
+class RunUsage(BaseModel):
+    """Token usage of a whole fusion, by step."""
+
+    panel: Usage = Field(default_factory=Usage)
+    judge: Usage = Field(default_factory=Usage)
+    synthesis: Usage = Field(default_factory=Usage)
+    total: Usage = Field(default_factory=Usage)
+
+
+class FusionResult(BaseModel):
+    """The result of a fusion, in the hosted tool's JSON shape plus additive fields.
+
+    ``status == "ok"`` carries ``analysis`` (``None`` when the judge failed,
+    with ``failure_reason`` saying why), the raw ``responses`` and the
+    ``failed_models``. ``status == "error"`` carries ``error`` (for a person)
+    and ``failure_reason`` (for code), and still lists ``failed_models``.
+    """
+
+    status: Literal["ok", "error"]
+    analysis: Analysis | None = None
+    responses: list[PanelResponse] = Field(default_factory=list)
+    failed_models: list[FailedModel] = Field(default_factory=list)
+    error: str | None = None
+    failure_reason: str | None = None
+    judge_model: str | None = None
+    judge_usage: Usage | None = None
+    usage: RunUsage = Field(default_factory=RunUsage)
+
+    @model_serializer(mode="wrap")
+    def _spec_shape(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("error", "failure_reason", "judge_model", "judge_usage"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        if self.status == "error" and self.analysis is None:
+            data.pop("analysis", None)
+        return data
+
+    @classmethod
+    def failure(
+        cls,
+        error: str,
+        failure_reason: str,
+        *,
+        failed_models: list[FailedModel] | None = None,
+        responses: list[PanelResponse] | None = None,
+    ) -> FusionResult:
+        """An error result: nothing usable came out of the run."""
+        return cls(
+            status="error",
+            error=error,
+            failure_reason=failure_reason,
+            failed_models=failed_models or [],
+            responses=responses or [],
+        )
