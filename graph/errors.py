@@ -74,10 +74,7 @@ def is_transient(exc: BaseException) -> bool:
         return status in (408, 409, 429) or status >= 500
     return isinstance(
         exc,
-        openai.APIConnectionError
-        | httpx.TransportError
-        | ConnectionError
-        | NodeTimeoutError,
+        openai.APIConnectionError | httpx.TransportError | ConnectionError | NodeTimeoutError,
     ) and not isinstance(exc, openai.APITimeoutError | httpx.TimeoutException)
 
 

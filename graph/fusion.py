@@ -18,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
@@ -54,7 +54,6 @@ from langfusion.graph.prompts import (
     TRUNCATED,
 )
 from langfusion.graph.schema import (
-    Analysis,
     FailedModel,
     FusionResult,
     JudgeFailure,
@@ -84,7 +83,8 @@ WebTools = Sequence[BaseTool] | Callable[[], Sequence[BaseTool]]
 def _default_web_tools() -> Sequence[BaseTool]:
     from langfusion.tools.web import web_tools
 
-    return web_tools()
+    tools: Sequence[BaseTool] = web_tools()
+    return tools
 
 
 class _Pipeline:
@@ -123,14 +123,13 @@ class _Pipeline:
             settings |= {"timeout": ctx.synthesis_timeout_s}
         return self.factory(slug, **settings)
 
-    async def prepare(
-        self, state: FusionState, runtime: Runtime[FusionContext], config: RunnableConfig
-    ) -> dict[str, Any]:
+    async def prepare(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Start a run: fix its depth and id, refuse what cannot run, build the models."""
         ctx = _context(runtime)
         parent = ACTIVE_DEPTH.get()
         depth = max(state.get("depth", 0), 0 if parent is None else parent + 1)
-        fusion_id = str((config.get("metadata") or {}).get("fusion_id") or uuid.uuid4())
+        metadata = get_config().get("metadata") or {}
+        fusion_id = str(metadata.get("fusion_id") or uuid.uuid4())
         update: dict[str, Any] = {
             "depth": depth,
             "fusion_id": fusion_id,
@@ -189,9 +188,7 @@ class _Pipeline:
             for slug in ctx.panel
         ]
 
-    async def analyze(
-        self, task: PanelTask, runtime: Runtime[FusionContext], config: RunnableConfig
-    ) -> dict[str, Any]:
+    async def analyze(self, task: PanelTask, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """One panel model answers the question, with the web tools, before its deadline."""
         ctx = _context(runtime)
         slug = task["slug"]
@@ -216,9 +213,7 @@ class _Pipeline:
                         config=_child_config(task, "panel", slug, nostream=True),
                     )
             except TimeoutError as exc:
-                raise PanelDeadlineError(
-                    f"no answer within timeout_s={ctx.timeout_s:g}s"
-                ) from exc
+                raise PanelDeadlineError(f"no answer within timeout_s={ctx.timeout_s:g}s") from exc
             except (openai.RateLimitError, openai.InternalServerError) as exc:
                 await _wait_retry_after(exc, deadline)
                 raise
@@ -254,9 +249,7 @@ class _Pipeline:
         failure = FailedModel(model=task["slug"], error=message, failure_reason=reason)
         return Command(update={"failed_models": [failure]}, goto="judge")
 
-    async def judge(
-        self, state: FusionState, runtime: Runtime[FusionContext], config: RunnableConfig
-    ) -> dict[str, Any]:
+    async def judge(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Compare the surviving answers under neutral labels; map labels back to slugs."""
         ctx = _context(runtime)
         if state.get("error") is not None:
@@ -268,7 +261,10 @@ class _Pipeline:
         writer({"event": "judge_started", "model": ctx.judge})
         shuffled = list(responses)
         random.Random(state.get("fusion_id", "")).shuffle(shuffled)
-        labels = {f"Response {letter}": r.model for letter, r in zip(string.ascii_uppercase, shuffled)}
+        labels = {
+            f"Response {letter}": r.model
+            for letter, r in zip(string.ascii_uppercase, shuffled, strict=False)
+        }
         prompt = JUDGE_USER.format(
             question=_question(state["messages"]),
             responses="\n\n".join(
@@ -312,7 +308,7 @@ class _Pipeline:
         )
 
     async def synthesize(
-        self, state: FusionState, runtime: Runtime[FusionContext], config: RunnableConfig
+        self, state: FusionState, runtime: Runtime[FusionContext]
     ) -> dict[str, Any]:
         """Write the final answer from the analysis (or the raw answers); no tools bound."""
         ctx = _context(runtime)
@@ -445,9 +441,7 @@ async def _structured_verdict(
     schema = judge_schema(capped=bool(metadata.get(SCHEMA_CAPS_KEY)))
     for index, method in enumerate(methods):
         kwargs: dict[str, Any] = {"strict": True} if method == "json_schema" else {}
-        runnable = model.with_structured_output(
-            schema, method=method, include_raw=True, **kwargs
-        )
+        runnable = model.with_structured_output(schema, method=method, include_raw=True, **kwargs)
         try:
             out = await runnable.ainvoke(messages, config)
         except (openai.BadRequestError, openai.UnprocessableEntityError):
@@ -459,8 +453,10 @@ async def _structured_verdict(
     parsed = out.get("parsed") if isinstance(out, dict) else out
     usage = Usage.from_metadata(getattr(raw, "usage_metadata", None))
     if parsed is None:
-        empty = isinstance(raw, AIMessage) and not _text(raw).strip() and not (
-            raw.tool_calls or raw.invalid_tool_calls
+        empty = (
+            isinstance(raw, AIMessage)
+            and not _text(raw).strip()
+            and not (raw.tool_calls or raw.invalid_tool_calls)
         )
         return None, usage, "judge_empty_completion" if empty else "judge_not_valid_json"
     if isinstance(parsed, JudgeVerdict):
@@ -604,7 +600,7 @@ def build_fusion_graph(
         output_schema=FusionOutput,
     )
     builder.add_node("prepare", pipeline.prepare)
-    builder.add_node(
+    builder.add_node(  # type: ignore[call-overload]  # stubs miss Send-input nodes
         "analyze",
         pipeline.analyze,
         input_schema=PanelTask,
@@ -612,7 +608,10 @@ def build_fusion_graph(
         error_handler=pipeline.record_panel_failure,
     )
     builder.add_node(
-        "judge", pipeline.judge, retry_policy=retry, error_handler=pipeline.record_judge_failure
+        "judge",
+        pipeline.judge,
+        retry_policy=retry,
+        error_handler=pipeline.record_judge_failure,
     )
     builder.add_node(
         "synthesize",

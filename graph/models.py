@@ -155,7 +155,7 @@ class ModelRegistry:
             base_url=base_url,
             api_key=api_key,  # type: ignore[arg-type]
             temperature=settings.get("temperature"),
-            max_tokens=settings.get("max_tokens"),
+            max_tokens=settings.get("max_tokens"),  # type: ignore[call-arg]
             timeout=settings.get("timeout", 120.0),
             max_retries=0,
             default_headers=headers,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict, TypeVar
+from typing import Annotated, NotRequired, TypedDict, TypeVar
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
-from typing_extensions import NotRequired
 
 from langfusion.graph.schema import (
     Analysis,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -33,7 +34,7 @@ def _rejects_tools(exc: openai.BadRequestError) -> bool:
     return "tool" in str(exc).lower() or "function" in str(exc).lower()
 
 
-async def _call_tool(tool: BaseTool | None, call_name: str, args: object) -> str:
+async def _call_tool(tool: BaseTool | None, call_name: str, args: dict[str, Any]) -> str:
     if tool is None:
         return f"Error: there is no tool named {call_name!r}."
     try:

@@ -123,7 +123,9 @@ def verdict(**overrides: Any) -> str:
     return json.dumps(data)
 
 
-def api_error(status: int, message: str = "upstream says no", headers: dict[str, str] | None = None) -> Exception:
+def api_error(
+    status: int, message: str = "upstream says no", headers: dict[str, str] | None = None
+) -> Exception:
     """An ``openai`` status error as the client raises it."""
     import httpx
     import openai

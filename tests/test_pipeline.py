@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-import openai
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -21,9 +20,13 @@ from tests.fakes import FakeFactory, ScriptedModel, api_error, verdict
 QUESTION = "Where do economists disagree about a carbon tax?"
 
 
-def make(panel: dict[str, ScriptedModel], judge_reply: Any = None, synth: str = "final") -> FakeFactory:
+def make(
+    panel: dict[str, ScriptedModel], judge_reply: Any = None, synth: str = "final"
+) -> FakeFactory:
     models: dict[str, Any] = dict(panel)
-    models["judge/model"] = ScriptedModel(replies=[verdict() if judge_reply is None else judge_reply])
+    models["judge/model"] = ScriptedModel(
+        replies=[verdict() if judge_reply is None else judge_reply]
+    )
     models["synth/model"] = ScriptedModel(replies=[synth])
     return FakeFactory(models)
 
@@ -34,13 +37,20 @@ def ctx(panel: list[str], **kw: Any) -> FusionContext:
     )
 
 
-async def run(factory: FakeFactory, context: FusionContext, messages: list[Any] | None = None) -> dict[str, Any]:
+async def run(
+    factory: FakeFactory, context: FusionContext, messages: list[Any] | None = None
+) -> dict[str, Any]:
     graph = build_fusion_graph(model_factory=factory, web_tools=[])
     return await graph.ainvoke({"messages": messages or [HumanMessage(QUESTION)]}, context=context)
 
 
 async def test_full_run_returns_spec_result_and_answer() -> None:
-    factory = make({"a/one": ScriptedModel(replies=["answer one"]), "b/two": ScriptedModel(replies=["answer two"])})
+    factory = make(
+        {
+            "a/one": ScriptedModel(replies=["answer one"]),
+            "b/two": ScriptedModel(replies=["answer two"]),
+        }
+    )
     out = await run(factory, ctx(["a/one", "b/two"]))
     data = out["result"].model_dump(mode="json")
     assert data["status"] == "ok"
@@ -48,7 +58,11 @@ async def test_full_run_returns_spec_result_and_answer() -> None:
     assert [r["content"] for r in data["responses"]] == ["answer one", "answer two"]
     assert data["failed_models"] == []
     assert set(data["analysis"]) == {
-        "consensus", "contradictions", "partial_coverage", "unique_insights", "blind_spots"
+        "consensus",
+        "contradictions",
+        "partial_coverage",
+        "unique_insights",
+        "blind_spots",
     }
     assert "failure_reason" not in data and "error" not in data
     assert out["answer"] == "final"
@@ -59,7 +73,10 @@ async def test_full_run_returns_spec_result_and_answer() -> None:
 
 
 async def test_analysis_names_real_slugs_while_the_judge_sees_only_labels() -> None:
-    panel = {"a/one": ScriptedModel(replies=["alpha text"]), "b/two": ScriptedModel(replies=["beta text"])}
+    panel = {
+        "a/one": ScriptedModel(replies=["alpha text"]),
+        "b/two": ScriptedModel(replies=["beta text"]),
+    }
     factory = make(panel)
     out = await run(factory, ctx(["a/one", "b/two"]))
     judge_prompt = "\n".join(str(m.content) for m in factory.models["judge/model"].calls[0])  # type: ignore[attr-defined]
@@ -169,7 +186,12 @@ async def test_earlier_turns_reach_the_panel_and_the_question_is_the_last_human_
     ]
     await run(factory, ctx(["a/one"]), messages)
     sent = model.calls[0]
-    assert [type(m).__name__ for m in sent] == ["SystemMessage", "HumanMessage", "AIMessage", "HumanMessage"]
+    assert [type(m).__name__ for m in sent] == [
+        "SystemMessage",
+        "HumanMessage",
+        "AIMessage",
+        "HumanMessage",
+    ]
     assert sent[1].content == "My country is Norway." and sent[-1].content == QUESTION
     judge_prompt = str(factory.models["judge/model"].calls[0][-1].content)  # type: ignore[attr-defined]
     assert f"<question>\n{QUESTION}\n</question>" in judge_prompt
@@ -215,7 +237,9 @@ async def test_nested_fusion_is_refused_with_recursion_blocked() -> None:
     seen: list[Any] = []
 
     class NestingModel(ScriptedModel):
-        async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        async def _agenerate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
             inner = await inner_graph.ainvoke(
                 {"messages": [HumanMessage("nested?")]}, context=ctx(["a/one"])
             )
@@ -233,7 +257,9 @@ async def test_nested_fusion_is_refused_with_recursion_blocked() -> None:
 async def test_a_caller_at_depth_one_is_refused() -> None:
     factory = make({"a/one": ScriptedModel()})
     graph = build_fusion_graph(model_factory=factory, web_tools=[])
-    out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)], "depth": 1}, context=ctx(["a/one"]))
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage(QUESTION)], "depth": 1}, context=ctx(["a/one"])
+    )
     assert out["result"].failure_reason == "recursion_blocked"
     assert factory.settings == []
 

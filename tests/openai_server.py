@@ -1,0 +1,218 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1, for wire-path tests and benchmarks.
+
+Each model name gets a script: a latency, then replies in order (the last one
+repeats). A reply is text, a judge verdict (returned as JSON content, or as a
+forced tool call when the request forces one), an HTTP error status with
+headers, or a hang. Every request is recorded with its headers and body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    """One scripted answer."""
+
+    content: str = "a scripted answer"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False
+    completion_tokens: int = 7
+
+
+@dataclass
+class Script:
+    """How one model name behaves."""
+
+    replies: list[Reply] = field(default_factory=lambda: [Reply()])
+    latency_s: float = 0.0
+    calls: int = 0
+
+    def next(self) -> Reply:
+        reply = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.calls += 1
+        return reply
+
+
+@dataclass
+class Recorded:
+    """One request as the server saw it."""
+
+    model: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    started: float
+    finished: float = 0.0
+
+
+class OpenAIServer:
+    """The server; use as a context manager, or ``start()``/``stop()``."""
+
+    def __init__(self, default: Script | None = None) -> None:
+        self.scripts: dict[str, Script] = {}
+        self.default = default or Script()
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, model: str, *replies: Reply | str, latency_s: float = 0.0) -> Script:
+        script = Script(
+            replies=[r if isinstance(r, Reply) else Reply(content=r) for r in replies] or [Reply()],
+            latency_s=latency_s,
+        )
+        self.scripts[model] = script
+        return script
+
+    def requests_for(self, model: str) -> list[Recorded]:
+        return [r for r in self.requests if r.model == model]
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = str(body.get("model", ""))
+        record = Recorded(
+            model, {k.lower(): v for k, v in request.headers.items()}, body, time.monotonic()
+        )
+        with self._lock:
+            self.requests.append(record)
+            script = self.scripts.get(model, self.default)
+            reply = script.next()
+        if script.latency_s:
+            await asyncio.sleep(script.latency_s)
+        if reply.hang:
+            await asyncio.sleep(3600)
+        record.finished = time.monotonic()
+        if reply.status != 200:
+            return web.json_response(
+                {"error": {"message": reply.content, "code": reply.status}},
+                status=reply.status,
+                headers=reply.headers,
+            )
+        usage = {
+            "prompt_tokens": 11,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": 11 + reply.completion_tokens,
+        }
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and choice.get("type") == "function":
+            name = choice["function"]["name"]
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": name, "arguments": reply.content},
+                    }
+                ],
+            }
+        if body.get("stream"):
+            return await self._stream(request, model, message, usage)
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        )
+
+    async def _stream(
+        self, request: web.Request, model: str, message: dict[str, Any], usage: dict[str, int]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
+            chunk = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        content = message.get("content") or ""
+        words = content.split(" ")
+        await send({"role": "assistant", "content": ""})
+        for index, word in enumerate(words):
+            await send({"content": word if index == 0 else " " + word})
+        await send({}, "stop")
+        usage_chunk = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
+        await response.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": []})
+
+    def start(self) -> OpenAIServer:
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", self._chat)
+            app.router.add_get("/v1/models", self._models)
+            self._runner = web.AppRunner(app, access_log=None)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None:
+
+            def halt() -> None:
+                for task in asyncio.all_tasks(loop):
+                    task.cancel()  # hanging handlers included
+                loop.stop()
+
+            loop.call_soon_threadsafe(halt)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,228 @@
+"""The pipeline over real HTTP, against a scripted OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
+from tests.fakes import verdict
+from tests.openai_server import OpenAIServer, Reply
+
+SECRET = "sk-or-v1-TESTSECRET0123456789abcdef"
+QUESTION = "Is nuclear power safer per TWh than wind?"
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as running:
+        running.script("judge/model", verdict())
+        running.script("synth/model", "the synthesis")
+        yield running
+
+
+@pytest.fixture
+def registry(server: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+    monkeypatch.setenv("OPENROUTER_API_KEY", SECRET)
+    return ModelRegistry(base_url=server.base_url)
+
+
+async def fuse(registry: ModelRegistry, panel: list[str], **kw: Any) -> dict[str, Any]:
+    graph = build_fusion_graph(model_factory=registry, web_tools=[])
+    context = FusionContext(
+        analysis_models=panel, model="judge/model", synthesis_model="synth/model", **kw
+    )
+    return await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context)
+
+
+def dumped(out: dict[str, Any]) -> str:
+    return json.dumps(out["result"].model_dump(mode="json")) + out["answer"]
+
+
+async def test_panel_calls_overlap_in_time(server: OpenAIServer, registry: ModelRegistry) -> None:
+    for name in ("p/1", "p/2", "p/3"):
+        server.script(name, f"answer from {name}", latency_s=0.6)
+    started = time.monotonic()
+    out = await fuse(registry, ["p/1", "p/2", "p/3"])
+    elapsed = time.monotonic() - started
+    assert out["result"].status == "ok"
+    assert [r.content for r in out["result"].responses] == [f"answer from p/{i}" for i in (1, 2, 3)]
+    panel = [r for r in server.requests if r.model.startswith("p/")]
+    assert max(r.started for r in panel) < min(r.finished for r in panel)
+    assert elapsed < 1.6  # one panel latency plus judge and synthesis, not three
+
+
+async def test_every_request_carries_the_depth_header_and_synthesis_has_no_tools(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    server.script("p/1", "one")
+    await fuse(registry, ["p/1"])
+    assert {r.model for r in server.requests} == {"p/1", "judge/model", "synth/model"}
+    assert all(r.headers.get("x-fusion-depth") == "1" for r in server.requests)
+    synth = server.requests_for("synth/model")[0].body
+    assert "tools" not in synth and "tool_choice" not in synth
+    judge = server.requests_for("judge/model")[0].body
+    assert judge["temperature"] == 0
+    assert judge["response_format"]["type"] == "json_schema"
+
+
+async def test_partial_failure_keeps_the_survivors(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    server.script("ok/model", "fine")
+    server.script("down/model", Reply("overloaded", status=503))
+    server.script("bad/model", Reply("unknown parameter", status=400))
+    out = await fuse(registry, ["ok/model", "down/model", "bad/model"])
+    result = out["result"]
+    assert result.status == "ok" and [r.model for r in result.responses] == ["ok/model"]
+    reasons = {f.model: f.failure_reason for f in result.failed_models}
+    assert reasons == {"down/model": "upstream_error", "bad/model": "invalid_request"}
+    assert len(server.requests_for("down/model")) == 3  # retried
+    assert len(server.requests_for("bad/model")) == 1  # a 400 is never retried
+    assert out["answer"] == "the synthesis"
+
+
+async def test_rate_limit_honours_retry_after_then_succeeds(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    server.script(
+        "busy/model", Reply("slow down", status=429, headers={"Retry-After": "0.8"}), "made it"
+    )
+    out = await fuse(registry, ["busy/model"])
+    assert out["result"].responses[0].content == "made it"
+    first, second = server.requests_for("busy/model")
+    assert second.started - first.finished >= 0.8
+
+
+async def test_retry_after_beyond_the_deadline_fails_fast(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    server.script("ok/model", "fine")
+    server.script("busy/model", Reply("slow down", status=429, headers={"Retry-After": "120"}))
+    started = time.monotonic()
+    out = await fuse(registry, ["ok/model", "busy/model"], timeout_s=5)
+    assert time.monotonic() - started < 4
+    assert out["result"].failed_models[0].failure_reason == "rate_limited"
+    assert len(server.requests_for("busy/model")) == 1
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, "rate_limited"), (402, "insufficient_credits")])
+async def test_every_panel_failing_the_same_way_names_that_reason(
+    server: OpenAIServer, registry: ModelRegistry, status: int, code: str
+) -> None:
+    for name in ("p/1", "p/2"):
+        server.script(name, Reply("no", status=status))
+    out = await fuse(registry, ["p/1", "p/2"])
+    data = out["result"].model_dump(mode="json")
+    assert data["status"] == "error" and data["failure_reason"] == code
+    assert len(data["failed_models"]) == 2
+    assert not server.requests_for("judge/model")
+
+
+async def test_a_hanging_model_times_out_and_the_rest_go_on(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    server.script("ok/model", "fine")
+    server.script("hang/model", Reply(hang=True))
+    started = time.monotonic()
+    out = await fuse(registry, ["ok/model", "hang/model"], timeout_s=1.0)
+    elapsed = time.monotonic() - started
+    assert out["result"].failed_models[0].failure_reason == "timeout"
+    assert out["result"].status == "ok"
+    assert elapsed < 3.0
+
+
+@pytest.mark.parametrize(
+    ("judge_reply", "code"),
+    [
+        (Reply("Here is my analysis: consensus is..."), "judge_not_valid_json"),
+        (Reply(json.dumps({"consensus": "one string"})), "judge_schema_mismatch"),
+        (Reply(""), "judge_empty_completion"),
+        (Reply("upstream broke", status=502), "judge_upstream_error"),
+    ],
+)
+async def test_judge_failure_codes_over_http(
+    server: OpenAIServer, registry: ModelRegistry, judge_reply: Reply, code: str
+) -> None:
+    server.script("p/1", "panel answer")
+    server.script("judge/model", judge_reply)
+    out = await fuse(registry, ["p/1"])
+    result = out["result"]
+    assert result.status == "ok" and result.analysis is None and result.failure_reason == code
+    assert result.responses[0].content == "panel answer"
+    assert out["answer"] == "the synthesis"
+
+
+async def test_judge_falls_back_to_tool_calling_without_json_schema_support(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    server.script("p/1", "panel answer")
+    server.script(
+        "judge/model",
+        Reply("response_format json_schema is not supported", status=400),
+        verdict(unique_insights=[{"model": "Response A", "insight": "only one"}]),
+    )
+    out = await fuse(registry, ["p/1"])
+    assert out["result"].analysis is not None
+    first, second = server.requests_for("judge/model")
+    assert first.body["response_format"]["type"] == "json_schema"
+    assert second.body["tool_choice"]["type"] == "function"
+    assert out["result"].analysis.unique_insights[0].model == "p/1"
+
+
+async def test_no_secret_in_results_or_errors(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    server.script("p/1", "fine")
+    server.script(
+        "p/2",
+        Reply(f"Incorrect API key provided: {SECRET}. Authorization: Bearer {SECRET}", status=401),
+    )
+    out = await fuse(registry, ["p/1", "p/2"])
+    assert server.requests_for("p/2")[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert out["result"].failed_models[0].failure_reason == "unauthorized"
+    assert SECRET not in dumped(out)
+    assert SECRET[:12] not in dumped(out)
+
+
+async def test_missing_key_refuses_before_any_request(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ModelRegistry(base_url=server.base_url)
+    out = await fuse(registry, ["p/1"])
+    data = out["result"].model_dump(mode="json")
+    assert data["status"] == "error" and data["failure_reason"] == "missing_api_key"
+    assert "OPENROUTER_API_KEY" in data["error"] and "local" in data["error"]
+    assert server.requests == []
+
+
+async def test_registered_base_url_and_ready_model(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_openai import ChatOpenAI
+
+    registry = ModelRegistry(base_url="http://127.0.0.1:9/unused")
+    registry.register("mine/a", server.base_url, model_name="served-a")
+    ready = ChatOpenAI(
+        model="ready-b",
+        base_url=server.base_url,
+        api_key="x",
+        max_retries=0,
+        timeout=5,  # type: ignore[arg-type]
+        default_headers={"x-own": "kept"},
+    )
+    registry.register("mine/b", ready)
+    registry.register("judge/model", server.base_url)
+    registry.register("synth/model", server.base_url)
+    server.script("served-a", "A speaks")
+    server.script("ready-b", "B speaks")
+    out = await fuse(registry, ["mine/a", "mine/b"])
+    assert [r.content for r in out["result"].responses] == ["A speaks", "B speaks"]
+    assert [r.model for r in out["result"].responses] == ["mine/a", "mine/b"]
+    assert server.requests_for("ready-b")[0].headers["x-own"] == "kept"
+    assert server.requests_for("served-a")[0].headers["x-fusion-depth"] == "1"
