@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
+import weakref
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
@@ -25,10 +28,37 @@ LOCAL_PREFIX = "local/"
 STRUCTURED_METHOD_KEY = "langfusion_structured_method"
 SCHEMA_CAPS_KEY = "langfusion_schema_caps"
 
+# One pool per event loop and endpoint: an async HTTP connection belongs to the
+# loop that opened it, and sync callers may run each call on a fresh loop.
+_POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+_CONNECT_TIMEOUT_S = 10.0
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+_clients_lock = threading.Lock()
+
+
+def _async_client(base_url: str) -> httpx.AsyncClient | None:
+    """The pooled async client of the running loop for ``base_url`` (``None`` outside a loop)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    with _clients_lock:
+        pools = _clients.setdefault(loop, {})
+        client = pools.get(base_url)
+        if client is None:
+            # Per-request deadlines come from the model's own `timeout`.
+            client = httpx.AsyncClient(limits=_POOL_LIMITS, timeout=None, trust_env=False)
+            pools[base_url] = client
+        return client
+
+
 _LOCAL_TEMPERATURES = (0.3, 0.5, 0.7, 0.4, 0.6, 0.8, 0.35, 0.55)
 _LOCAL_DEFAULT_MAX_TOKENS = 256
 
 
+@runtime_checkable
 class ModelFactory(Protocol):
     """Turns a slug and call settings into a chat model.
 
@@ -70,7 +100,10 @@ class ModelRegistry:
         self._api_key_env = api_key_env
         self._ready: dict[str, BaseChatModel] = {}
         self._endpoints: dict[str, _Endpoint] = {}
-        self._cache: dict[tuple[str, str], BaseChatModel] = {}
+        self._sync_cache: dict[tuple[str, str], BaseChatModel] = {}
+        self._loop_cache: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, str], BaseChatModel]
+        ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def register(
@@ -94,7 +127,9 @@ class ModelRegistry:
         if not slug or not isinstance(slug, str):
             raise ValueError("register() needs a non-empty slug.")
         with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if k[0] != slug}
+            for cache in (self._sync_cache, *self._loop_cache.values()):
+                for key in [k for k in cache if k[0] == slug]:
+                    del cache[key]
             if isinstance(target, BaseChatModel):
                 self._ready[slug] = target
                 self._endpoints.pop(slug, None)
@@ -112,12 +147,21 @@ class ModelRegistry:
         if slug in self._ready:
             return self._ready[slug]
         key = (slug, json.dumps(settings, sort_keys=True, default=str))
-        model = self._cache.get(key)
+        cache = self._cache_of_this_loop()
+        model = cache.get(key)
         if model is None:
             model = self._build(slug, settings)
             with self._lock:
-                model = self._cache.setdefault(key, model)
+                model = cache.setdefault(key, model)
         return model
+
+    def _cache_of_this_loop(self) -> dict[tuple[str, str], BaseChatModel]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._sync_cache
+        with self._lock:
+            return self._loop_cache.setdefault(loop, {})
 
     def check_key(self, slug: str) -> None:
         """Raise ``MissingAPIKeyError`` if ``slug`` needs a key that is not set."""
@@ -156,11 +200,14 @@ class ModelRegistry:
             api_key=api_key,  # type: ignore[arg-type]
             temperature=settings.get("temperature"),
             max_tokens=settings.get("max_tokens"),  # type: ignore[call-arg]
-            timeout=settings.get("timeout", 120.0),
+            timeout=httpx.Timeout(settings.get("timeout", 120.0), connect=_CONNECT_TIMEOUT_S),
             max_retries=0,
+            http_async_client=_async_client(base_url),
             default_headers=headers,
             extra_body=extra_body or None,
             stream_usage=True,
+            # Only the synthesis streams to the caller; the rest need whole replies.
+            disable_streaming=settings.get("role") != "synthesis",
             **kwargs,
         )
 
@@ -177,9 +224,11 @@ def _local_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
     max_tokens = settings.get("max_tokens") or (
         768 if role == "judge" else _LOCAL_DEFAULT_MAX_TOKENS
     )
+    base_url = local_server().ensure_started()
     return ChatOpenAI(
         model=slug,
-        base_url=local_server().ensure_started(),
+        base_url=base_url,
+        http_async_client=_async_client(base_url),
         api_key="local",  # type: ignore[arg-type]
         temperature=temperature,
         timeout=settings.get("timeout", 120.0),
@@ -192,6 +241,7 @@ def _local_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
             "seed": 1000 + index,
         },
         stream_usage=True,
+        disable_streaming=role != "synthesis",
         metadata={STRUCTURED_METHOD_KEY: "function_calling", SCHEMA_CAPS_KEY: True},
     )
 

@@ -27,6 +27,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
     completion_tokens: int = 7
+    tool_call: tuple[str, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -120,6 +121,19 @@ class OpenAIServer:
                         "id": "call_1",
                         "type": "function",
                         "function": {"name": name, "arguments": reply.content},
+                    }
+                ],
+            }
+        if reply.tool_call is not None:
+            name, arguments = reply.tool_call
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{len(self.requests)}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(arguments)},
                     }
                 ],
             }

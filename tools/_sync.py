@@ -1,0 +1,63 @@
+"""Running the async pipeline from synchronous callers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even under a running event loop.
+
+    The pipeline's nodes are async (per-call deadlines need cancellation), so
+    sync entry points drive them on a private loop. Under a running loop that
+    loop lives on a worker thread; either way the caller's context variables
+    (the fusion depth among them) travel along.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="langfusion") as pool:
+        return pool.submit(context.run, asyncio.run, make()).result()
+
+
+_DONE = object()
+
+
+def iterate_sync(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+    """Drive an async iterator on a worker thread and yield its items as they come."""
+    items: queue.Queue[Any] = queue.Queue()
+    context = contextvars.copy_context()
+
+    async def pump() -> None:
+        try:
+            async for item in make():
+                items.put(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+            items.put(_Failure(exc))
+        finally:
+            items.put(_DONE)
+
+    thread = threading.Thread(target=context.run, args=(asyncio.run, pump()), daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not _DONE:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        thread.join()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
