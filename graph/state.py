@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired, TypedDict, TypeVar
+from typing import Annotated, TypeVar
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+
+# pydantic (LangGraph's schema export) rejects typing.TypedDict before Python 3.12.
+from typing_extensions import NotRequired, TypedDict  # noqa: UP035
 
 from langfusion.graph.schema import (
     Analysis,

@@ -1,0 +1,130 @@
+"""The public surface: what users import, and the graph's shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_tests.unit_tests import ToolsUnitTests
+
+import langfusion.graph
+import langfusion.tools
+from langfusion.graph import build_fusion_graph
+from langfusion.tools import FusionTool
+from tests.fakes import FakeFactory, ScriptedModel, verdict
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "fusion_graph.mmd"
+
+
+def test_graph_exports() -> None:
+    assert sorted(langfusion.graph.__all__) == [
+        "ACTIVE_DEPTH",
+        "Analysis",
+        "Contradiction",
+        "DEPTH_HEADER",
+        "FailedModel",
+        "FusionContext",
+        "FusionInput",
+        "FusionOutput",
+        "FusionResult",
+        "FusionState",
+        "JudgeVerdict",
+        "MissingAPIKeyError",
+        "ModelFactory",
+        "ModelRegistry",
+        "PRESETS",
+        "PanelResponse",
+        "PartialCoverage",
+        "Preset",
+        "RunUsage",
+        "Stance",
+        "UniqueInsight",
+        "Usage",
+        "build_fusion_graph",
+        "default_preset",
+        "default_registry",
+        "fusion_graph",
+        "judge_schema",
+        "register_model",
+    ]
+    for name in langfusion.graph.__all__:
+        assert getattr(langfusion.graph, name) is not None
+
+
+def test_tools_exports() -> None:
+    expected = {
+        "FUSION_DESCRIPTION",
+        "FusionChatModel",
+        "FusionError",
+        "FusionTool",
+        "FusionToolInput",
+        "with_fusion",
+    }
+    assert expected <= set(langfusion.tools.__all__)
+    for name in langfusion.tools.__all__:
+        assert hasattr(langfusion.tools, name)
+
+
+def test_graph_drawing_matches_the_snapshot() -> None:
+    drawing = (
+        build_fusion_graph(model_factory=FakeFactory({}), web_tools=[]).get_graph().draw_mermaid()
+    )
+    if not SNAPSHOT.exists():  # first run writes it; review and commit it
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(drawing)
+    assert drawing == SNAPSHOT.read_text()
+
+
+def test_the_graph_reads_and_writes_narrow_schemas() -> None:
+    graph = build_fusion_graph(model_factory=FakeFactory({}), web_tools=[])
+    assert set(graph.get_input_jsonschema()["properties"]) == {"messages", "depth"}
+    assert set(graph.get_output_jsonschema()["properties"]) == {"result", "answer"}
+
+
+def test_judge_schema_is_strict_ready() -> None:
+    schema = langfusion.graph.judge_schema()
+    assert list(schema["properties"])[0] == "reasoning"
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            assert "default" not in node and "$ref" not in node
+            assert "maxItems" not in node and "maxLength" not in node
+            if node.get("type") == "object":
+                assert node["additionalProperties"] is False
+                assert set(node["required"]) == set(node["properties"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    capped = langfusion.graph.judge_schema(capped=True)
+    assert capped["properties"]["consensus"]["maxItems"] == 3
+
+
+def _tool_factory() -> FakeFactory:
+    return FakeFactory(
+        {
+            "p/one": ScriptedModel(replies=["an answer"]),
+            "judge/model": ScriptedModel(replies=[verdict()]),
+        }
+    )
+
+
+class TestFusionToolStandard(ToolsUnitTests):
+    @property
+    def tool_constructor(self) -> type[FusionTool]:
+        return FusionTool
+
+    @property
+    def tool_constructor_params(self) -> dict[str, Any]:
+        return {
+            "analysis_models": ["p/one"],
+            "model": "judge/model",
+            "model_factory": _tool_factory(),
+        }
+
+    @property
+    def tool_invoke_params_example(self) -> dict[str, Any]:
+        return {"prompt": "Compare Raft and Paxos for a small metadata store."}
