@@ -18,13 +18,14 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph.cache.base import BaseCache
 from langgraph.config import get_config, get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Checkpointer, Command, RetryPolicy, Send
+from langgraph.types import CachePolicy, Checkpointer, Command, RetryPolicy, Send
 from pydantic import ValidationError
 
 from langfusion.graph.context import FusionContext
@@ -127,8 +128,13 @@ class _Pipeline:
         """Start a run: fix its depth and id, refuse what cannot run, build the models."""
         ctx = _context(runtime)
         parent = ACTIVE_DEPTH.get()
-        depth = max(state.get("depth", 0), 0 if parent is None else parent + 1)
-        metadata = get_config().get("metadata") or {}
+        config = get_config()
+        depth = max(
+            state.get("depth", 0),
+            0 if parent is None else parent + 1,
+            _header_depth(config.get("configurable") or {}),
+        )
+        metadata = config.get("metadata") or {}
         fusion_id = str(metadata.get("fusion_id") or uuid.uuid4())
         update: dict[str, Any] = {
             "depth": depth,
@@ -175,6 +181,14 @@ class _Pipeline:
         if state.get("error") is not None:
             return "report"
         ctx = _context(runtime)
+        settings = json.dumps(
+            [
+                ctx.temperature,
+                ctx.max_completion_tokens,
+                ctx.reasoning,
+                ctx.max_tool_calls if ctx.web_tools else 0,
+            ]
+        )
         return [
             Send(
                 "analyze",
@@ -183,6 +197,7 @@ class _Pipeline:
                     messages=_conversation(state["messages"]),
                     depth=state.get("depth", 0),
                     fusion_id=state.get("fusion_id", ""),
+                    settings=settings,
                 ),
             )
             for slug in ctx.panel
@@ -404,7 +419,23 @@ def _task_meta(state: FusionState) -> PanelTask:
         messages=[],
         depth=state.get("depth", 0),
         fusion_id=state.get("fusion_id", ""),
+        settings="",
     )
+
+
+def _header_depth(configurable: dict[str, Any]) -> int:
+    """The depth a server was told through ``x-fusion-depth`` (passed as a configurable)."""
+    raw = configurable.get(DEPTH_HEADER)
+    try:
+        return max(0, int(str(raw).strip())) if raw is not None else 0
+    except ValueError:
+        return 1  # an unreadable depth header is treated as nested: refuse, don't recurse
+
+
+def panel_cache_key(task: PanelTask) -> str:
+    """What makes two panel calls interchangeable: model, conversation and settings."""
+    conversation = [(m.type, m.content) for m in task["messages"]]
+    return json.dumps([task["slug"], conversation, task["settings"]], sort_keys=True, default=str)
 
 
 def _child_config(task: PanelTask, role: Role, slug: str, *, nostream: bool) -> RunnableConfig:
@@ -567,6 +598,8 @@ def build_fusion_graph(
     checkpointer: Checkpointer = None,
     web_tools: WebTools | None = None,
     retry_policy: RetryPolicy | None = None,
+    cache: BaseCache[Any] | None = None,
+    cache_ttl_s: int | None = 3600,
     name: str = "fusion",
 ) -> CompiledStateGraph[FusionState, FusionContext, FusionInput, FusionOutput]:
     """Build the fusion graph.
@@ -580,6 +613,10 @@ def build_fusion_graph(
             one); defaults to ``web_search`` and ``web_fetch``.
         retry_policy: Retries of each model call; defaults to three attempts
             on 408/409/429, 5xx and connection errors.
+        cache: Reuse panel answers for an identical (conversation, model,
+            settings), e.g. ``InMemoryCache()`` or ``SqliteCache(path=...)``.
+            Off by default: deliberation usually wants fresh answers.
+        cache_ttl_s: How long a cached panel answer stays valid.
         name: The graph's name in traces.
 
     Returns:
@@ -605,6 +642,7 @@ def build_fusion_graph(
         pipeline.analyze,
         input_schema=PanelTask,
         retry_policy=retry,
+        cache_policy=CachePolicy(key_func=panel_cache_key, ttl=cache_ttl_s) if cache else None,
         error_handler=pipeline.record_panel_failure,
     )
     builder.add_node(
@@ -626,7 +664,7 @@ def build_fusion_graph(
     builder.add_edge("judge", "synthesize")
     builder.add_edge("synthesize", "report")
     builder.add_edge("report", END)
-    return builder.compile(checkpointer=checkpointer, name=name)
+    return builder.compile(checkpointer=checkpointer, cache=cache, name=name)
 
 
 fusion_graph = build_fusion_graph()

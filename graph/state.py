@@ -74,3 +74,4 @@ class PanelTask(TypedDict):
     messages: list[AnyMessage]
     depth: int
     fusion_id: str
+    settings: str

@@ -321,3 +321,30 @@ def test_defaults_come_from_presets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENROUTER_API_KEY")
     assert FusionContext().preset_used == "local"
     assert FusionContext(analysis_models=["x/y"]).preset_used == "quality"
+
+
+async def test_node_cache_reuses_identical_panel_answers_when_enabled() -> None:
+    from langgraph.cache.memory import InMemoryCache
+
+    model = ScriptedModel(replies=["cached answer"])
+    factory = make({"a/one": model})
+    graph = build_fusion_graph(model_factory=factory, web_tools=[], cache=InMemoryCache())
+    for _ in range(2):
+        out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=ctx(["a/one"]))
+        assert out["result"].responses[0].content == "cached answer"
+    assert len(model.calls) == 1
+    await graph.ainvoke(
+        {"messages": [HumanMessage(QUESTION)]}, context=ctx(["a/one"], temperature=0.2)
+    )
+    assert len(model.calls) == 2  # other settings, other answer
+
+
+async def test_depth_header_passed_as_configurable_is_refused() -> None:
+    factory = make({"a/one": ScriptedModel()})
+    graph = build_fusion_graph(model_factory=factory, web_tools=[])
+    config: Any = {"configurable": {"x-fusion-depth": "1"}}
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage(QUESTION)]}, config, context=ctx(["a/one"])
+    )
+    assert out["result"].failure_reason == "recursion_blocked"
+    assert factory.settings == []
