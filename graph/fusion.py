@@ -364,7 +364,8 @@ class _Pipeline:
 
     def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Assemble the SPEC result and the answer."""
-        order = _context(runtime).panel
+        ctx = _context(runtime)
+        order = ctx.panel
         failed = _in_panel_order(state.get("failed_models") or [], order)
         error = state.get("error")
         if error is not None:
@@ -390,6 +391,7 @@ class _Pipeline:
             responses=responses,
             failed_models=failed,
             failure_reason=failure_reason,
+            judge_model=ctx.judge,
             judge_usage=judge_usage,
             usage=usage,
         )
