@@ -42,6 +42,7 @@ from langfusion.graph.models import (
     DEPTH_HEADER,
     SCHEMA_CAPS_KEY,
     STRUCTURED_METHOD_KEY,
+    TOOLS_KEY,
     ModelFactory,
     default_registry,
 )
@@ -223,7 +224,7 @@ class _Pipeline:
                     outcome = await answer_with_tools(
                         model,
                         messages,
-                        self.web_tools if ctx.web_tools else (),
+                        self.web_tools if ctx.web_tools and _takes_tools(model) else (),
                         max_tool_calls=ctx.max_tool_calls,
                         config=_child_config(task, "panel", slug, nostream=True),
                     )
@@ -399,6 +400,10 @@ class _Pipeline:
         if answer:
             update["messages"] = [AIMessage(answer)]
         return update
+
+
+def _takes_tools(model: BaseChatModel) -> bool:
+    return (model.metadata or {}).get(TOOLS_KEY, True) is not False
 
 
 def _context(runtime: Runtime[FusionContext]) -> FusionContext:

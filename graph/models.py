@@ -27,6 +27,8 @@ LOCAL_PREFIX = "local/"
 # otherwise run lists on until they hit max_tokens).
 STRUCTURED_METHOD_KEY = "langfusion_structured_method"
 SCHEMA_CAPS_KEY = "langfusion_schema_caps"
+# Set to False on models that cannot use tools (the web tools are not offered).
+TOOLS_KEY = "langfusion_tools"
 
 # One pool per event loop and endpoint: an async HTTP connection belongs to the
 # loop that opened it, and sync callers may run each call on a fresh loop.
@@ -242,7 +244,13 @@ def _local_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
         },
         stream_usage=True,
         disable_streaming=role != "synthesis",
-        metadata={STRUCTURED_METHOD_KEY: "function_calling", SCHEMA_CAPS_KEY: True},
+        # A 270M base model cannot drive web tools; their schemas would only
+        # crowd its small context.
+        metadata={
+            STRUCTURED_METHOD_KEY: "function_calling",
+            SCHEMA_CAPS_KEY: True,
+            TOOLS_KEY: False,
+        },
     )
 
 
