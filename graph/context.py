@@ -88,7 +88,9 @@ class FusionContext:
         judge_timeout_s: Deadline of each judge attempt.
         synthesis_timeout_s: Deadline of each synthesis attempt.
         synthesize: Whether to write the final answer (the tool leaves it to its caller).
-        web_tools: Whether panel and judge calls may use ``web_search``/``web_fetch``.
+        web_tools: Whether panel calls may use ``web_search``/``web_fetch``.
+        judge_web_tools: Let the judge check disputed facts with the web tools
+            before its analysis (one more judge call; off by default).
         preset_used: The preset the defaults came from (resolved).
         panel: The resolved panel slugs.
         judge: The resolved judge slug.
@@ -108,6 +110,7 @@ class FusionContext:
     synthesis_timeout_s: float = 180.0
     synthesize: bool = True
     web_tools: bool = True
+    judge_web_tools: bool = False
     preset_used: Preset = field(init=False)
     panel: tuple[str, ...] = field(init=False)
     judge: str = field(init=False)

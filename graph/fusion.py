@@ -47,9 +47,11 @@ from langfusion.graph.models import (
     default_registry,
 )
 from langfusion.graph.prompts import (
+    JUDGE_NOTES,
     JUDGE_RESPONSE,
     JUDGE_SYSTEM,
     JUDGE_USER,
+    JUDGE_VERIFY,
     PANEL_SYSTEM,
     SYNTHESIS_SYSTEM,
     SYNTHESIS_USER,
@@ -290,14 +292,26 @@ class _Pipeline:
         )
         depth = state.get("depth", 0)
         model = self.model(ctx, ctx.judge, "judge", depth)
-        task = _task_meta(state)
+        config = _child_config(_task_meta(state), "judge", ctx.judge, nostream=True)
+        messages: list[BaseMessage] = [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)]
+        research_usage: Usage | None = None
         with _active(depth):
             async with asyncio.timeout(ctx.judge_timeout_s):
-                verdict, usage, failure = await _structured_verdict(
-                    model,
-                    [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)],
-                    _child_config(task, "judge", ctx.judge, nostream=True),
-                )
+                if ctx.judge_web_tools and self.web_tools and _takes_tools(model):
+                    notes = await answer_with_tools(
+                        model,
+                        [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt + JUDGE_VERIFY)],
+                        self.web_tools,
+                        max_tool_calls=ctx.max_tool_calls,
+                        config=config,
+                    )
+                    research_usage = notes.usage
+                    messages.append(
+                        HumanMessage(JUDGE_NOTES.format(notes=_text(notes.message) or "(none)"))
+                    )
+                verdict, usage, failure = await _structured_verdict(model, messages, config)
+        if research_usage is not None:
+            usage = Usage.total([usage, research_usage])
         writer(
             {
                 "event": "judge_finished",

@@ -41,6 +41,19 @@ JUDGE_RESPONSE = """\
 {content}
 </response>"""
 
+JUDGE_VERIFY = """
+
+Before the analysis: where a contradiction hinges on a fact you can check, \
+check it with the web tools. Then reply with short verification notes (what \
+you checked, what you found, with URLs), or "No checks needed."."""
+
+JUDGE_NOTES = """\
+<verification_notes>
+{notes}
+</verification_notes>
+
+Use these notes, which you wrote after checking facts, and fill in the analysis."""
+
 TRUNCATED = "\n[... {omitted} characters omitted to keep the comparison within budget ...]\n"
 
 SYNTHESIS_SYSTEM = """\

@@ -129,3 +129,24 @@ async def test_web_tools_can_be_switched_off(server: OpenAIServer) -> None:
     server.script("p/1", "no tools needed")
     await fuse(server, tools, web_tools=False)
     assert "tools" not in server.requests_for("p/1")[0].body
+
+
+async def test_judge_may_check_facts_with_the_web_tools_before_its_analysis(
+    server: OpenAIServer,
+) -> None:
+    tools, log = fake_web()
+    server.script("p/1", "Methane matters.")
+    server.script(
+        "judge/model",
+        Reply(tool_call=("web_search", {"query": "AR6 methane"})),
+        Reply("Checked: AR6 agrees (https://example.org/ar6)."),
+        verdict(),
+    )
+    out = await fuse(server, tools, judge_web_tools=True)
+    assert out["result"].analysis is not None
+    assert log == [("web_search", {"query": "AR6 methane"})]
+    final = server.requests_for("judge/model")[2].body
+    assert final["response_format"]["type"] == "json_schema"
+    assert "Checked: AR6 agrees" in final["messages"][-1]["content"]
+    synth = server.requests_for("synth/model")[0].body
+    assert "tools" not in synth
