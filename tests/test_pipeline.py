@@ -348,3 +348,15 @@ async def test_depth_header_passed_as_configurable_is_refused() -> None:
     )
     assert out["result"].failure_reason == "recursion_blocked"
     assert factory.settings == []
+
+
+async def test_result_renders_as_markdown_tables_with_real_slugs() -> None:
+    factory = make(
+        {"a/one": ScriptedModel(replies=["alpha"]), "b/two": ScriptedModel(replies=["beta"])}
+    )
+    out = await run(factory, ctx(["a/one", "b/two"]))
+    table = out["result"].to_markdown()
+    assert "| consensus | all | Carbon taxes reduce emissions. |" in table
+    assert "| contradiction | a/one | effect on growth:" in table
+    assert "| blind spot | none | political feasibility |" in table
+    assert "| b/two | 5 |" in table
