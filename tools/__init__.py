@@ -3,6 +3,7 @@
 from langfusion.tools.chat_model import FusionChatModel, FusionError
 from langfusion.tools.fusion_tool import FUSION_DESCRIPTION, FusionTool, FusionToolInput
 from langfusion.tools.plugin import with_fusion
+from langfusion.tools.web import WebFetchTool, WebSearchTool, web_fetch, web_search, web_tools
 
 __all__ = [
     "FUSION_DESCRIPTION",
@@ -10,5 +11,10 @@ __all__ = [
     "FusionError",
     "FusionTool",
     "FusionToolInput",
+    "WebFetchTool",
+    "WebSearchTool",
+    "web_fetch",
+    "web_search",
+    "web_tools",
     "with_fusion",
 ]
