@@ -38,6 +38,7 @@ from langfusion.graph.errors import (
     is_transient,
     retry_after_s,
 )
+from langfusion.graph.local import LocalModelError
 from langfusion.graph.models import (
     DEPTH_HEADER,
     SCHEMA_CAPS_KEY,
@@ -177,6 +178,8 @@ class _Pipeline:
             update["error"] = FusionResult.failure(str(exc), "missing_api_key")
         except ValueError as exc:
             update["error"] = FusionResult.failure(classify(exc)[1], "invalid_request")
+        except LocalModelError as exc:
+            update["error"] = FusionResult.failure(str(exc), "local_model_unavailable")
         return update
 
     def fan_out(self, state: FusionState, runtime: Runtime[FusionContext]) -> list[Send] | str:
