@@ -1,9 +1,32 @@
-"""What an agent binds: the fusion tool, the plugin, the model alias and the web tools."""
+"""What an agent binds: the fusion tool, the plugin, the model alias and the web tools.
 
-from langfusion.tools.chat_model import FusionChatModel, FusionError
-from langfusion.tools.fusion_tool import FUSION_DESCRIPTION, FusionTool, FusionToolInput
-from langfusion.tools.plugin import with_fusion
-from langfusion.tools.web import WebFetchTool, WebSearchTool, web_fetch, web_search, web_tools
+Imports are lazy so that ``langfusion --help`` answers without loading the pipeline.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langfusion.tools.chat_model import FusionChatModel, FusionError
+    from langfusion.tools.fusion_tool import FUSION_DESCRIPTION, FusionTool, FusionToolInput
+    from langfusion.tools.plugin import with_fusion
+    from langfusion.tools.web import WebFetchTool, WebSearchTool, web_fetch, web_search, web_tools
+
+_HOMES = {
+    "FUSION_DESCRIPTION": "fusion_tool",
+    "FusionChatModel": "chat_model",
+    "FusionError": "chat_model",
+    "FusionTool": "fusion_tool",
+    "FusionToolInput": "fusion_tool",
+    "WebFetchTool": "web",
+    "WebSearchTool": "web",
+    "web_fetch": "web",
+    "web_search": "web",
+    "web_tools": "web",
+    "with_fusion": "plugin",
+}
 
 __all__ = [
     "FUSION_DESCRIPTION",
@@ -18,3 +41,12 @@ __all__ = [
     "web_tools",
     "with_fusion",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'langfusion.tools' has no attribute {name!r}")
+    value = getattr(import_module(f"langfusion.tools.{home}"), name)
+    globals()[name] = value
+    return value
