@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -16,13 +16,10 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
-from pydantic import ConfigDict, Field, PrivateAttr
 
-from langfusion.graph.context import FusionContext, Preset, ReasoningEffort
-from langfusion.graph.fusion import build_fusion_graph
-from langfusion.graph.models import ModelFactory
+from langfusion.graph.context import FusionContext
 from langfusion.graph.schema import FusionResult
+from langfusion.tools._params import FusionParameters
 from langfusion.tools._sync import iterate_sync, run_sync
 
 FUSION_EVENT = "langfusion"
@@ -36,7 +33,7 @@ class FusionError(RuntimeError):
         super().__init__(f"{result.failure_reason}: {result.error}")
 
 
-class FusionChatModel(BaseChatModel):
+class FusionChatModel(FusionParameters, BaseChatModel):
     """A chat model that runs the whole fusion pipeline and answers with the synthesis.
 
     Use it wherever a LangChain chat model goes. The answer streams token by
@@ -56,24 +53,7 @@ class FusionChatModel(BaseChatModel):
         ```
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    analysis_models: Sequence[str] | None = None
-    model: str | None = None
     synthesis_model: str | None = None
-    max_tool_calls: int = 8
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    reasoning: ReasoningEffort | None = None
-    preset: Preset | None = None
-    timeout_s: float = 180.0
-    model_factory: ModelFactory | None = Field(default=None, exclude=True)
-
-    _graph: CompiledStateGraph[Any, Any, Any, Any] | None = PrivateAttr(default=None)
-
-    def model_post_init(self, context: Any, /) -> None:
-        """Check the parameters now, before any model is called."""
-        self.fusion_context()
 
     @property
     def _llm_type(self) -> str:
@@ -84,26 +64,9 @@ class FusionChatModel(BaseChatModel):
         ctx = self.fusion_context()
         return {"panel": list(ctx.panel), "judge": ctx.judge, "synthesis": ctx.synthesizer}
 
-    def fusion_context(self) -> FusionContext:
-        """The run configuration these parameters describe."""
-        return FusionContext(
-            analysis_models=self.analysis_models,
-            model=self.model,
-            synthesis_model=self.synthesis_model,
-            max_tool_calls=self.max_tool_calls,
-            max_completion_tokens=self.max_completion_tokens,
-            temperature=self.temperature,
-            reasoning=self.reasoning,
-            preset=self.preset,
-            timeout_s=self.timeout_s,
-        )
-
-    @property
-    def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
-        """The compiled pipeline this model runs."""
-        if self._graph is None:
-            self._graph = build_fusion_graph(model_factory=self.model_factory)
-        return self._graph
+    def fusion_context(self, **overrides: Any) -> FusionContext:
+        """The run configuration, with the synthesis model."""
+        return super().fusion_context(synthesis_model=self.synthesis_model, **overrides)
 
     async def _astream(
         self,

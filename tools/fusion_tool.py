@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from langfusion.graph.context import FusionContext, Preset, ReasoningEffort
-from langfusion.graph.fusion import ACTIVE_DEPTH, build_fusion_graph
-from langfusion.graph.models import ModelFactory
+from langfusion.graph.context import FusionContext
+from langfusion.graph.fusion import ACTIVE_DEPTH
 from langfusion.graph.schema import FusionResult
+from langfusion.tools._params import FusionParameters
 from langfusion.tools._sync import run_sync
 
 # About a million tokens: past this no model's context window holds the prompt.
@@ -65,7 +63,7 @@ def _error_json(message: str, code: str) -> str:
     return json.dumps(FusionResult.failure(message, code).model_dump(mode="json"))
 
 
-class FusionTool(BaseTool):
+class FusionTool(FusionParameters, BaseTool):
     """Multi-model deliberation as a LangChain tool named ``fusion``.
 
     A panel of ``analysis_models`` answers the prompt in parallel, a judge
@@ -83,50 +81,15 @@ class FusionTool(BaseTool):
         ```
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     name: str = "fusion"
     description: str = FUSION_DESCRIPTION
     args_schema: type[BaseModel] = FusionToolInput
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
     handle_validation_error: Any = _validation_error
 
-    analysis_models: Sequence[str] | None = None
-    model: str | None = None
-    max_tool_calls: int = 8
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    reasoning: ReasoningEffort | None = None
-    preset: Preset | None = None
-    timeout_s: float = 180.0
-    model_factory: ModelFactory | None = Field(default=None, exclude=True)
-
-    _graph: CompiledStateGraph[Any, Any, Any, Any] | None = PrivateAttr(default=None)
-
-    def model_post_init(self, context: Any, /) -> None:
-        """Check the parameters now, before any model is called."""
-        self.fusion_context()
-
-    def fusion_context(self) -> FusionContext:
-        """The run configuration these parameters describe (no synthesis: the caller answers)."""
-        return FusionContext(
-            analysis_models=self.analysis_models,
-            model=self.model,
-            max_tool_calls=self.max_tool_calls,
-            max_completion_tokens=self.max_completion_tokens,
-            temperature=self.temperature,
-            reasoning=self.reasoning,
-            preset=self.preset,
-            timeout_s=self.timeout_s,
-            synthesize=False,
-        )
-
-    @property
-    def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
-        """The compiled pipeline this tool runs."""
-        if self._graph is None:
-            self._graph = build_fusion_graph(model_factory=self.model_factory)
-        return self._graph
+    def fusion_context(self, **overrides: Any) -> FusionContext:
+        """The run configuration (no synthesis: the calling model writes the answer)."""
+        return super().fusion_context(synthesize=False, **overrides)
 
     async def _arun(
         self,
