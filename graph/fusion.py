@@ -143,6 +143,7 @@ class _Pipeline:
         update: dict[str, Any] = {
             "depth": depth,
             "fusion_id": fusion_id,
+            "judge_model": ctx.judge,
             "error": None,
             "responses": None,
             "failed_models": None,
@@ -333,7 +334,13 @@ class _Pipeline:
         """The judge call failed after its retries: go on without an analysis."""
         reason, message = classify(error.error)
         get_stream_writer()(
-            {"event": "judge_finished", "ok": False, "failure_reason": "judge_upstream_error"}
+            {
+                "event": "judge_finished",
+                "model": state.get("judge_model"),
+                "ok": False,
+                "failure_reason": "judge_upstream_error",
+                "error": message,
+            }
         )
         return Command(
             update={"analysis": None, "judge_failure": "judge_upstream_error"},
@@ -369,10 +376,16 @@ class _Pipeline:
                     messages,
                     _child_config(_task_meta(state), "synthesis", ctx.synthesizer, nostream=False),
                 )
-        return {
-            "answer": _text(reply),
+        answer = _text(reply)
+        update: dict[str, Any] = {
+            "answer": answer,
             "synthesis_usage": Usage.from_metadata(getattr(reply, "usage_metadata", None)),
         }
+        if answer:
+            # Under the streamed reply's own id: the "messages" stream has carried it
+            # token by token already and must not repeat it whole.
+            update["messages"] = [AIMessage(answer, id=reply.id)]
+        return update
 
     def record_synthesis_failure(self, state: FusionState, error: NodeError) -> Command[str]:
         """The synthesis failed: keep the analysis and the answers, leave the answer empty."""
@@ -413,10 +426,7 @@ class _Pipeline:
             judge_usage=judge_usage,
             usage=usage,
         )
-        update: dict[str, Any] = {"result": result, "answer": answer}
-        if answer:
-            update["messages"] = [AIMessage(answer)]
-        return update
+        return {"result": result, "answer": answer}
 
 
 def _takes_tools(model: BaseChatModel) -> bool:

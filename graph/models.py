@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
 from langfusion.graph.context import API_KEY_ENV
-from langfusion.graph.errors import MissingAPIKeyError
+from langfusion.graph.errors import MissingAPIKeyError, redact
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 BASE_URL_ENV = "OPENROUTER_BASE_URL"
@@ -40,6 +40,40 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.A
 _clients_lock = threading.Lock()
 
 
+class _RedactingTransport(httpx.AsyncBaseTransport):
+    """Scrubs credentials that an upstream quotes back in an error body.
+
+    The ``openai`` client puts the body of an error response into the
+    exception message, and from there it reaches logs, results and LangSmith
+    traces (the chat model's run records the error). Redacting it here, before
+    any exception exists, keeps a key that a provider echoes out of all of them.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if response.status_code < 400:
+            return response
+        try:
+            body = await response.aread()
+        finally:
+            await response.aclose()
+        # aread() decoded any Content-Encoding, and the length changes.
+        dropped = ("content-encoding", "content-length", "transfer-encoding")
+        return httpx.Response(
+            response.status_code,
+            headers=[(k, v) for k, v in response.headers.multi_items() if k not in dropped],
+            content=redact(body.decode("utf-8", errors="replace")).encode(),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def _async_client(base_url: str) -> httpx.AsyncClient | None:
     """The pooled async client of the running loop for ``base_url`` (``None`` outside a loop)."""
     try:
@@ -51,7 +85,11 @@ def _async_client(base_url: str) -> httpx.AsyncClient | None:
         client = pools.get(base_url)
         if client is None:
             # Per-request deadlines come from the model's own `timeout`.
-            client = httpx.AsyncClient(limits=_POOL_LIMITS, timeout=None, trust_env=False)
+            client = httpx.AsyncClient(
+                timeout=None,
+                trust_env=False,
+                transport=_RedactingTransport(httpx.AsyncHTTPTransport(limits=_POOL_LIMITS)),
+            )
             pools[base_url] = client
         return client
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -47,6 +49,13 @@ class FusionParameters(BaseModel):
             timeout_s=self.timeout_s,
             **overrides,
         )
+
+    @staticmethod
+    def run_config(config: RunnableConfig | None) -> RunnableConfig:
+        """``config`` with a fresh ``fusion_id`` in its metadata, so the root run carries it."""
+        config = config or RunnableConfig()
+        metadata = {"fusion_id": str(uuid.uuid4()), **(config.get("metadata") or {})}
+        return RunnableConfig(**{**config, "metadata": metadata})
 
     @property
     def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:

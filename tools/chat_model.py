@@ -77,7 +77,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         if not any(isinstance(m, HumanMessage) for m in messages):
             messages = [*messages, HumanMessage("")]
-        config = RunnableConfig(callbacks=_child_callbacks(run_manager))
+        config = self.run_config(RunnableConfig(callbacks=_child_callbacks(run_manager)))
         final: dict[str, Any] = {}
         stream: AsyncIterator[Any] = self.graph.astream(
             {"messages": messages},

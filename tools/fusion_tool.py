@@ -102,7 +102,7 @@ class FusionTool(FusionParameters, BaseTool):
             return refused
         out = await self.graph.ainvoke(
             {"messages": [HumanMessage(prompt)]},
-            config,
+            self.run_config(config),
             context=self.fusion_context(),
         )
         result: FusionResult = out["result"]
