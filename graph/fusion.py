@@ -183,7 +183,9 @@ class _Pipeline:
             update["error"] = FusionResult.failure(str(exc), "local_model_unavailable")
         return update
 
-    def fan_out(self, state: FusionState, runtime: Runtime[FusionContext]) -> list[Send] | str:
+    async def fan_out(
+        self, state: FusionState, runtime: Runtime[FusionContext]
+    ) -> list[Send] | str:
         """Send the question to every panel model at once, unless the run was refused."""
         if state.get("error") is not None:
             return "report"
@@ -393,7 +395,7 @@ class _Pipeline:
         get_stream_writer()({"event": "synthesis_failed", "reason": reason, "error": message})
         return Command(update={"answer": "", "synthesis_failure": message}, goto="report")
 
-    def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
+    async def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Assemble the SPEC result and the answer."""
         ctx = _context(runtime)
         order = ctx.panel
