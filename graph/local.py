@@ -132,7 +132,8 @@ class LocalModelServer:
     * ``port``: ``LANGFUSION_LOCAL_PORT``, else a free port. A taken port is
       replaced by a free one.
     * ``n_ctx``: ``LANGFUSION_LOCAL_N_CTX``, else 4096.
-    * ``n_threads``: ``LANGFUSION_LOCAL_THREADS``, else the usable CPUs (at most 8).
+    * ``n_threads``: ``LANGFUSION_LOCAL_THREADS``, else the usable CPUs less one
+      (at least 1, at most 8).
     * ``startup_timeout_s``: ``LANGFUSION_LOCAL_STARTUP_TIMEOUT``, else 60 seconds.
 
     ``extra_args`` are appended to the server's command line as given.
@@ -549,7 +550,9 @@ def _default_threads() -> int:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count() or 1
-    return max(1, min(usable, 8))
+    # One core stays free: llama.cpp threads spin at barriers, and on a loaded
+    # 2-core machine two of them stalled to ~2 tokens/s where one kept ~45.
+    return max(1, min(usable - 1, 8))
 
 
 def _first(*values: _T | None) -> _T:

@@ -127,7 +127,7 @@ def _chat_model(url: str, temperature: float = 0.3) -> ChatOpenAI:
         base_url=url,
         api_key="local",  # type: ignore[arg-type]
         temperature=temperature,
-        timeout=120,
+        timeout=300,  # generous: a loaded 2-core machine serves one request at a time
         max_retries=0,
         extra_body={"max_tokens": 256, "repeat_penalty": 1.15, "seed": 1001},
     )
@@ -155,9 +155,8 @@ def test_chat_answers_are_not_empty(running: str) -> None:
 class _Verdict(BaseModel):
     """A short verdict on the question."""
 
-    reasoning: str = Field(description="Why.", json_schema_extra={"maxLength": 200})
-    answer: str = Field(description="The answer.", json_schema_extra={"maxLength": 120})
-    points: list[str] = Field(description="Key points.", json_schema_extra={"maxItems": 3})
+    answer: str = Field(description="The answer.", json_schema_extra={"maxLength": 80})
+    confident: bool = Field(description="Whether the answer is certain.")
 
 
 def test_forced_function_call_returns_a_valid_call(running: str) -> None:
