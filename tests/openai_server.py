@@ -62,6 +62,8 @@ class OpenAIServer:
         self.scripts: dict[str, Script] = {}
         self.default = default or Script()
         self.requests: list[Recorded] = []
+        # Extra GET routes (path -> (content type, body)): web pages, a search API.
+        self.pages: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -185,6 +187,17 @@ class OpenAIServer:
         await response.write(b"data: [DONE]\n\n")
         return response
 
+    async def _page(self, request: web.Request) -> web.Response:
+        page = self.pages.get(request.path)
+        if page is None:
+            return web.Response(status=404, text="not found")
+        content_type, body = page
+        return web.Response(body=body.encode(), headers={"Content-Type": content_type})
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": []})
 
@@ -197,6 +210,7 @@ class OpenAIServer:
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._chat)
             app.router.add_get("/v1/models", self._models)
+            app.router.add_get("/{tail:.*}", self._page)
             self._runner = web.AppRunner(app, access_log=None)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -150,3 +150,56 @@ async def test_judge_may_check_facts_with_the_web_tools_before_its_analysis(
     assert "Checked: AR6 agrees" in final["messages"][-1]["content"]
     synth = server.requests_for("synth/model")[0].body
     assert "tools" not in synth
+
+
+ARTICLE = """<!doctype html><html><head><title>Methane and the 1.5 C goal</title>
+<script>var tracker = "ad-network-tracking-code";</script></head><body>
+<nav><a href="/">Home</a> <a href="/about">About us</a> <a href="/shop">Shop</a></nav>
+<div class="ad">Buy cheap flights now! Advertisement.</div>
+<article><h1>Methane and the 1.5 C goal</h1>
+<p>Cutting methane emissions is the fastest lever for slowing near-term warming,
+because methane traps far more heat than carbon dioxide over twenty years.</p>
+<p>Fixing leaks in oil and gas infrastructure is among the cheapest options, and
+many of those measures pay for themselves through the gas they save.</p>
+<p>Agriculture is the largest human source, which makes feed additives and
+rice-paddy management important research areas for the coming decade.</p>
+</article><footer>Copyright. Cookie settings. Newsletter sign-up.</footer></body></html>"""
+
+
+async def test_real_web_tools_search_then_fetch_a_loopback_page(server: OpenAIServer) -> None:
+    from langfusion.tools import web_tools
+
+    article = f"{server.root_url}/articles/methane"
+    server.pages["/articles/methane"] = ("text/html; charset=utf-8", ARTICLE)
+    server.pages["/search"] = (
+        "application/json",
+        json.dumps(
+            {
+                "results": [
+                    {
+                        "title": "Methane and the 1.5 C goal",
+                        "url": article,
+                        "content": "Cutting methane is the fastest lever.",
+                    }
+                ]
+            }
+        ),
+    )
+    tools = web_tools(
+        allow_hosts=["127.0.0.1"], search_backend="searxng", searxng_url=server.root_url
+    )
+    server.script(
+        "p/1",
+        Reply(tool_call=("web_search", {"query": "methane fastest lever"})),
+        Reply(tool_call=("web_fetch", {"url": article})),
+        Reply("Methane cuts are the fastest lever; leak fixes often pay for themselves."),
+    )
+    out = await fuse(server, tools)
+    response = out["result"].responses[0]
+    assert response.tool_calls == 2
+    requests = server.requests_for("p/1")
+    search_result, fetched = tool_results(requests[2].body)
+    assert article in search_result
+    assert "untrusted" in fetched and "fastest lever" in fetched and "pay for themselves" in fetched
+    assert "Buy cheap flights" not in fetched and "ad-network-tracking-code" not in fetched
+    assert "Methane and the 1.5 C goal" in fetched
