@@ -138,7 +138,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
             413: "invalid_request",
             422: "invalid_request",
             429: "rate_limited",
-        }.get(status, "upstream_error" if status >= 500 else "upstream_error")
+        }.get(status, "upstream_error")
         text = f"HTTP {status}: {_api_message(exc)}"
     elif isinstance(exc, openai.APIConnectionError | httpx.TransportError | ConnectionError):
         reason, text = "connection_error", f"could not reach the endpoint ({type(exc).__name__})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import string
@@ -234,7 +235,9 @@ class _Pipeline:
                         messages,
                         self.web_tools if ctx.web_tools and _takes_tools(model) else (),
                         max_tool_calls=ctx.max_tool_calls,
-                        config=_child_config(task, "panel", slug, nostream=True),
+                        config=_child_config(
+                            task["depth"], task["fusion_id"], "panel", slug, nostream=True
+                        ),
                     )
             except TimeoutError as exc:
                 raise PanelDeadlineError(f"no answer within timeout_s={ctx.timeout_s:g}s") from exc
@@ -298,7 +301,7 @@ class _Pipeline:
         )
         depth = state.get("depth", 0)
         model = self.model(ctx, ctx.judge, "judge", depth)
-        config = _child_config(_task_meta(state), "judge", ctx.judge, nostream=True)
+        config = _child_config(depth, state.get("fusion_id", ""), "judge", ctx.judge, nostream=True)
         messages: list[BaseMessage] = [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)]
         research_usage: Usage | None = None
         with _active(depth):
@@ -376,7 +379,13 @@ class _Pipeline:
             async with asyncio.timeout(ctx.synthesis_timeout_s):
                 reply = await model.ainvoke(
                     messages,
-                    _child_config(_task_meta(state), "synthesis", ctx.synthesizer, nostream=False),
+                    _child_config(
+                        depth,
+                        state.get("fusion_id", ""),
+                        "synthesis",
+                        ctx.synthesizer,
+                        nostream=False,
+                    ),
                 )
         answer = _text(reply)
         update: dict[str, Any] = {
@@ -449,16 +458,6 @@ def _active(depth: int) -> Iterator[None]:
         ACTIVE_DEPTH.reset(token)
 
 
-def _task_meta(state: FusionState) -> PanelTask:
-    return PanelTask(
-        slug="",
-        messages=[],
-        depth=state.get("depth", 0),
-        fusion_id=state.get("fusion_id", ""),
-        settings="",
-    )
-
-
 def _header_depth(configurable: dict[str, Any]) -> int:
     """The depth a server was told through ``x-fusion-depth`` (passed as a configurable)."""
     raw = configurable.get(DEPTH_HEADER)
@@ -474,15 +473,17 @@ def panel_cache_key(task: PanelTask) -> str:
     return json.dumps([task["slug"], conversation, task["settings"]], sort_keys=True, default=str)
 
 
-def _child_config(task: PanelTask, role: Role, slug: str, *, nostream: bool) -> RunnableConfig:
+def _child_config(
+    depth: int, fusion_id: str, role: Role, slug: str, *, nostream: bool
+) -> RunnableConfig:
     return RunnableConfig(
         run_name=slug,
         tags=[f"fusion:{role}", *([TAG_NOSTREAM] if nostream else [])],
         metadata={
             "fusion_role": role,
             "fusion_model": slug,
-            "fusion_depth": task["depth"],
-            "fusion_id": task["fusion_id"],
+            "fusion_depth": depth,
+            "fusion_id": fusion_id,
         },
     )
 
@@ -534,9 +535,7 @@ async def _structured_verdict(
         return None, usage, "judge_schema_mismatch"
 
 
-_SCHEMA_CACHE: dict[bool, dict[str, Any]] = {}
-
-
+@functools.cache
 def judge_schema(*, capped: bool = False) -> dict[str, Any]:
     """The judge's JSON schema, inlined and strict-mode ready.
 
@@ -544,9 +543,6 @@ def judge_schema(*, capped: bool = False) -> dict[str, Any]:
         capped: Add ``maxItems``/``maxLength`` caps, for small local models
             whose lists otherwise run on until ``max_tokens``.
     """
-    cached = _SCHEMA_CACHE.get(capped)
-    if cached is not None:
-        return cached
     raw = JudgeVerdict.model_json_schema()
     defs = raw.pop("$defs", {})
 
@@ -570,7 +566,6 @@ def judge_schema(*, capped: bool = False) -> dict[str, Any]:
     schema: dict[str, Any] = inline(raw)
     schema["title"] = "analysis"
     schema["description"] = "The comparison of the labelled responses."
-    _SCHEMA_CACHE[capped] = schema
     return schema
 
 
@@ -705,8 +700,3 @@ def build_fusion_graph(
 
 fusion_graph = build_fusion_graph()
 """The default graph (what ``langgraph.json`` serves)."""
-
-
-def to_json(result: FusionResult) -> str:
-    """The result as the SPEC's JSON text."""
-    return json.dumps(result.model_dump(mode="json"), ensure_ascii=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -190,6 +191,10 @@ class FusionResult(BaseModel):
         if self.status == "error" and self.analysis is None:
             data.pop("analysis", None)
         return data
+
+    def to_json(self) -> str:
+        """The result as the SPEC's JSON text."""
+        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False)
 
     def to_markdown(self) -> str:
         """The analysis and the panel as Markdown tables (for notebooks and reports)."""

@@ -13,7 +13,7 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 
-from langfusion.graph import FusionResult, ModelRegistry, build_fusion_graph
+from langfusion.graph import FusionResult, ModelRegistry
 from langfusion.tools import FusionChatModel, FusionError, FusionTool, with_fusion
 from tests.fakes import FakeFactory, ScriptedModel, verdict
 from tests.openai_server import OpenAIServer, Reply
@@ -258,7 +258,7 @@ async def test_agent_over_http_end_to_end(server: OpenAIServer) -> None:
             assert "fusion" not in json.dumps(request.body.get("tools", []))
 
 
-async def test_with_fusion_binds_the_tool_and_the_caller_judges(server: OpenAIServer) -> None:
+async def test_with_fusion_binds_the_tool_and_force_sets_tool_choice(server: OpenAIServer) -> None:
     registry = ModelRegistry(base_url=server.base_url)
     server.script("caller/model", verdict())
     caller = ChatOpenAI(
@@ -404,4 +404,3 @@ async def test_alias_progress_events_reach_callbacks(server: OpenAIServer) -> No
 def test_the_tool_alone_builds_no_graph_until_used() -> None:
     fusion = FusionTool(analysis_models=["p/one"])
     assert fusion._graph is None
-    assert build_fusion_graph  # the public builder stays importable next to the tool

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -12,7 +11,6 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, ValidationError
 
 from langfusion.graph.context import FusionContext
-from langfusion.graph.fusion import ACTIVE_DEPTH
 from langfusion.graph.schema import FusionResult
 from langfusion.tools._params import FusionParameters
 from langfusion.tools._sync import run_sync
@@ -60,7 +58,7 @@ def _validation_error(error: ValidationError) -> str:
 
 
 def _error_json(message: str, code: str) -> str:
-    return json.dumps(FusionResult.failure(message, code).model_dump(mode="json"))
+    return FusionResult.failure(message, code).to_json()
 
 
 class FusionTool(FusionParameters, BaseTool):
@@ -106,7 +104,7 @@ class FusionTool(FusionParameters, BaseTool):
             context=self.fusion_context(),
         )
         result: FusionResult = out["result"]
-        return json.dumps(result.model_dump(mode="json"), ensure_ascii=False), result
+        return result.to_json(), result
 
     def _run(
         self,
@@ -118,13 +116,7 @@ class FusionTool(FusionParameters, BaseTool):
 
 
 def _refusal(prompt: object) -> tuple[str, FusionResult | None] | None:
-    if ACTIVE_DEPTH.get() is not None:
-        result = FusionResult.failure(
-            "Fusion was invoked from inside another fusion run; nested deliberation is "
-            "refused. Answer without it.",
-            "recursion_blocked",
-        )
-    elif not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str) or not prompt.strip():
         result = FusionResult.failure(
             "The prompt is empty. Call fusion again with the full question as `prompt`.",
             "invalid_request",
@@ -137,4 +129,4 @@ def _refusal(prompt: object) -> tuple[str, FusionResult | None] | None:
         )
     else:
         return None
-    return json.dumps(result.model_dump(mode="json")), result
+    return result.to_json(), result
