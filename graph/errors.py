@@ -36,6 +36,16 @@ class MissingAPIKeyError(ValueError):
         )
 
 
+class ModelUnavailableError(RuntimeError):
+    """A model's provider cannot serve it at all (for example the embedded server won't start).
+
+    Attributes:
+        reason: The run's ``failure_reason`` (``local_model_unavailable`` for the embedded model).
+    """
+
+    reason: str = "model_unavailable"
+
+
 class EmptyCompletionError(ValueError):
     """A model answered with no text."""
 
