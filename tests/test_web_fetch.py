@@ -29,7 +29,14 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langfusion.tools import web
-from langfusion.tools.web import DEFAULT_ALLOWED_PORTS, WebFetchTool, web_fetch, web_tools
+from langfusion.tools.web import (
+    DEFAULT_ALLOWED_PORTS,
+    WebFetchTool,
+    policy,
+    transport,
+    web_fetch,
+    web_tools,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "web"
 ARTICLE = (FIXTURES / "article.html").read_bytes()
@@ -37,7 +44,7 @@ ARTICLE = (FIXTURES / "article.html").read_bytes()
 PUBLIC_IP = "93.184.215.14"
 PUBLIC_IP6 = "2606:2800:21f:cb07:6820:80da:af6b:8b2c"
 
-_REAL_OPEN_TCP = web._open_tcp_stream
+_REAL_OPEN_TCP = transport._open_tcp_stream
 _REAL_GETADDRINFO = socket.getaddrinfo
 
 
@@ -187,8 +194,8 @@ class FakeNet:
 @pytest.fixture(autouse=True)
 def net(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNet]:
     fake = FakeNet()
-    monkeypatch.setattr(web, "_getaddrinfo", fake.getaddrinfo)
-    monkeypatch.setattr(web, "_open_tcp_stream", fake.open_tcp)
+    monkeypatch.setattr(policy, "_getaddrinfo", fake.getaddrinfo)
+    monkeypatch.setattr(transport, "_open_tcp_stream", fake.open_tcp)
 
     def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         text = host.decode() if isinstance(host, bytes) else str(host)

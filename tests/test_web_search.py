@@ -23,8 +23,7 @@ from ddgs.exceptions import DDGSException, RatelimitException
 from langchain_core.messages import ToolMessage
 from pydantic import ValidationError
 
-from langfusion.tools import web
-from langfusion.tools.web import WebSearchTool, web_search, web_tools
+from langfusion.tools.web import WebSearchTool, backends, web_search, web_tools
 
 TAVILY_KEY = "tvly-TEST-0123456789abcdef"
 BRAVE_KEY = "BSA-TEST-fedcba9876543210"
@@ -127,7 +126,7 @@ class FakeDDGS:
 @pytest.fixture(autouse=True)
 def ddgs(monkeypatch: pytest.MonkeyPatch) -> FakeDDGS:
     fake = FakeDDGS(error=RatelimitException("fake ddgs: no results configured"))
-    monkeypatch.setattr(web, "_new_ddgs_client", lambda timeout: fake)
+    monkeypatch.setattr(backends, "_new_ddgs_client", lambda timeout: fake)
     return fake
 
 
