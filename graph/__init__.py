@@ -1,67 +1,89 @@
 """The fusion pipeline: a panel of models answers, a judge compares, a synthesis answers.
 
-Build the graph with ``build_fusion_graph`` (or use ``fusion_graph``) and run
-it with a ``FusionContext``::
+Build the graph with ``build_fusion_graph`` and run it with a ``FusionContext``::
 
-    out = await fusion_graph.ainvoke(
+    graph = build_fusion_graph()
+    out = await graph.ainvoke(
         {"messages": [HumanMessage("Where do economists disagree about a carbon tax?")]},
         context=FusionContext(analysis_models=["~openai/gpt-latest", "deepseek/deepseek-v3.2"]),
     )
     out["result"], out["answer"]
+
+Imports are lazy: reading a result (``langfusion.graph.schema``) loads no
+model stack and compiles no graph.
 """
 
-from langfusion.graph.context import PRESETS, FusionContext, Preset, default_preset
-from langfusion.graph.errors import MissingAPIKeyError
-from langfusion.graph.fusion import ACTIVE_DEPTH, build_fusion_graph, fusion_graph, judge_schema
-from langfusion.graph.models import (
-    DEPTH_HEADER,
-    ModelFactory,
-    ModelRegistry,
-    default_registry,
-    register_model,
-)
-from langfusion.graph.schema import (
-    Analysis,
-    Contradiction,
-    FailedModel,
-    FusionResult,
-    JudgeVerdict,
-    PanelResponse,
-    PartialCoverage,
-    RunUsage,
-    Stance,
-    UniqueInsight,
-    Usage,
-)
-from langfusion.graph.state import FusionInput, FusionOutput, FusionState
+from __future__ import annotations
 
-__all__ = [
-    "ACTIVE_DEPTH",
-    "DEPTH_HEADER",
-    "PRESETS",
-    "Analysis",
-    "Contradiction",
-    "FailedModel",
-    "FusionContext",
-    "FusionInput",
-    "FusionOutput",
-    "FusionResult",
-    "FusionState",
-    "JudgeVerdict",
-    "MissingAPIKeyError",
-    "ModelFactory",
-    "ModelRegistry",
-    "PanelResponse",
-    "PartialCoverage",
-    "Preset",
-    "RunUsage",
-    "Stance",
-    "UniqueInsight",
-    "Usage",
-    "build_fusion_graph",
-    "default_preset",
-    "default_registry",
-    "fusion_graph",
-    "judge_schema",
-    "register_model",
-]
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langfusion.graph.context import PRESETS, FusionContext, Preset, default_preset
+    from langfusion.graph.depth import ACTIVE_DEPTH
+    from langfusion.graph.errors import MissingAPIKeyError
+    from langfusion.graph.fusion import FusionGraph, build_fusion_graph
+    from langfusion.graph.judge import judge_schema
+    from langfusion.graph.models import (
+        DEPTH_HEADER,
+        ModelFactory,
+        ModelRegistry,
+        default_registry,
+        register_model,
+    )
+    from langfusion.graph.schema import (
+        Analysis,
+        Contradiction,
+        FailedModel,
+        FusionResult,
+        JudgeVerdict,
+        PanelResponse,
+        PartialCoverage,
+        RunUsage,
+        Stance,
+        UniqueInsight,
+        Usage,
+    )
+    from langfusion.graph.state import FusionInput, FusionOutput, FusionState
+
+_HOMES = {
+    "ACTIVE_DEPTH": "depth",
+    "DEPTH_HEADER": "models",
+    "PRESETS": "context",
+    "Analysis": "schema",
+    "Contradiction": "schema",
+    "FailedModel": "schema",
+    "FusionContext": "context",
+    "FusionGraph": "fusion",
+    "FusionInput": "state",
+    "FusionOutput": "state",
+    "FusionResult": "schema",
+    "FusionState": "state",
+    "JudgeVerdict": "schema",
+    "MissingAPIKeyError": "errors",
+    "ModelFactory": "models",
+    "ModelRegistry": "models",
+    "PanelResponse": "schema",
+    "PartialCoverage": "schema",
+    "Preset": "context",
+    "RunUsage": "schema",
+    "Stance": "schema",
+    "UniqueInsight": "schema",
+    "Usage": "schema",
+    "build_fusion_graph": "fusion",
+    "default_preset": "context",
+    "default_registry": "models",
+    "judge_schema": "judge",
+    "register_model": "models",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'langfusion.graph' has no attribute {name!r}")
+    value = getattr(import_module(f"langfusion.graph.{home}"), name)
+    globals()[name] = value
+    return value

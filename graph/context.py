@@ -1,11 +1,19 @@
-"""The frozen run configuration of a fusion: the graph's ``context_schema``."""
+"""The frozen run configuration of a fusion: the graph's ``context_schema``.
+
+``FusionContext`` is the one declaration of the run parameters. The tool, the
+plugin, the model alias and the command line derive their fields and options
+from its fields (``parameters()``), each of which carries its help text and
+its command-line option in ``metadata``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Preset = Literal["quality", "budget", "local"]
 ReasoningEffort = Literal["minimal", "low", "medium", "high"]
@@ -52,18 +60,11 @@ def default_preset() -> Preset:
     return "quality" if os.environ.get(API_KEY_ENV) else "local"
 
 
-def _check_literal(name: str, value: object, options: object) -> None:
-    allowed = get_args(options)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
-
-
-def _check_slug(name: str, slug: object) -> str:
-    if not isinstance(slug, str) or not slug.strip():
-        raise ValueError(f"{name} must be a non-empty model slug such as 'openai/gpt-4o'.")
-    if slug != slug.strip():
-        raise ValueError(f"{name} {slug!r} has surrounding whitespace; remove it.")
-    return slug
+def _param(
+    default: Any, help: str, *, option: str | None = None, metavar: str | None = None
+) -> Any:
+    """A run parameter: its default, its help text and its command-line option."""
+    return field(default=default, metadata={"help": help, "option": option, "metavar": metavar})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +73,8 @@ class FusionContext:
 
     Passed as ``context=`` to the graph (``graph.ainvoke(..., context=FusionContext(...))``).
     Unset models come from the preset; invalid values raise ``ValueError``
-    here, before any model is called.
+    here, before any model is called. Each parameter's meaning is in its
+    field's ``metadata["help"]`` (``FusionContext.parameters()`` lists them).
 
     Attributes:
         analysis_models: 1 to 8 distinct slugs answering in parallel (the panel).
@@ -84,9 +86,9 @@ class FusionContext:
         reasoning: Reasoning effort passed to models that take one.
         preset: Named panel and judge; ``None`` is ``quality``, or ``local``
             when no ``OPENROUTER_API_KEY`` is set and no models are named.
-        timeout_s: Wall-clock deadline of each panel call, retries included.
-        judge_timeout_s: Deadline of each judge attempt.
-        synthesis_timeout_s: Deadline of each synthesis attempt.
+        timeout_s: Deadline of each panel call, its retries included.
+        judge_timeout_s: Deadline of the judge, its retries included.
+        synthesis_timeout_s: Deadline of the synthesis, its retries included.
         synthesize: Whether to write the final answer (the tool leaves it to its caller).
         web_tools: Whether panel calls may use ``web_search``/``web_fetch``.
         judge_web_tools: Let the judge check disputed facts with the web tools
@@ -97,24 +99,86 @@ class FusionContext:
         synthesizer: The resolved synthesis slug.
     """
 
-    analysis_models: Sequence[str] | None = None
-    model: str | None = None
-    synthesis_model: str | None = None
-    max_tool_calls: int = 8
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    reasoning: ReasoningEffort | None = None
-    preset: Preset | None = None
-    timeout_s: float = 180.0
-    judge_timeout_s: float = 180.0
-    synthesis_timeout_s: float = 180.0
-    synthesize: bool = True
-    web_tools: bool = True
-    judge_web_tools: bool = False
+    analysis_models: Sequence[str] | None = _param(
+        None,
+        "panel models, comma-separated or repeated (1 to 8; default: the preset's panel)",
+        option="--models",
+        metavar="SLUGS",
+    )
+    model: str | None = _param(
+        None, "judge model (default: the preset's judge)", option="--judge", metavar="SLUG"
+    )
+    synthesis_model: str | None = _param(
+        None, "model writing the answer (default: the judge)", metavar="SLUG"
+    )
+    max_tool_calls: int = _param(
+        8, "web tool calls allowed per panel or judge call (1 to 16)", metavar="N"
+    )
+    max_completion_tokens: int | None = _param(
+        None,
+        "cap on each panel completion (default: the provider's)",
+        option="--max-tokens",
+        metavar="N",
+    )
+    temperature: float | None = _param(
+        None, "panel temperature, 0 to 2 (the judge always runs at 0)", metavar="T"
+    )
+    reasoning: ReasoningEffort | None = _param(None, "reasoning effort for models that take one")
+    preset: Preset | None = _param(
+        None, "named panel and judge (default: quality, or local without an API key)"
+    )
+    timeout_s: float = _param(
+        180.0,
+        "deadline of each panel call, retries included",
+        option="--timeout",
+        metavar="SECONDS",
+    )
+    judge_timeout_s: float = _param(
+        180.0, "deadline of the judge, retries included", metavar="SECONDS"
+    )
+    synthesis_timeout_s: float = _param(
+        180.0, "deadline of the synthesis, retries included", metavar="SECONDS"
+    )
+    synthesize: bool = _param(
+        True, "write the final answer (off: stop at the analysis)", option="--synthesis"
+    )
+    web_tools: bool = _param(True, "offer web_search/web_fetch to the panel models", option="--web")
+    judge_web_tools: bool = _param(
+        False, "let the judge check disputed facts with the web tools (one more judge call)"
+    )
     preset_used: Preset = field(init=False)
     panel: tuple[str, ...] = field(init=False)
     judge: str = field(init=False)
     synthesizer: str = field(init=False)
+
+    @classmethod
+    def parameters(cls) -> tuple[dataclasses.Field[Any], ...]:
+        """The run parameters a caller may set: the fields that ``__init__`` takes."""
+        return tuple(f for f in dataclasses.fields(cls) if f.init)
+
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, Any], *, owner: str) -> FusionContext:
+        """Build a context from keyword values, naming any keyword that is not a parameter.
+
+        Args:
+            values: Parameter names and values.
+            owner: Who received them, for the error message (``"FusionTool"``).
+
+        Raises:
+            ValueError: An unknown keyword, or an invalid value.
+        """
+        names = [f.name for f in cls.parameters()]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{owner} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                f"it takes {', '.join(names)}."
+            )
+        return cls(**values)
+
+    def settings(self) -> dict[str, Any]:
+        """The parameters as given (unset ones at their defaults)."""
+        return {f.name: getattr(self, f.name) for f in self.parameters()}
 
     def __post_init__(self) -> None:
         if self.preset is not None:
@@ -123,48 +187,25 @@ class FusionContext:
         preset = self.preset or ("quality" if named else default_preset())
         defaults = PRESETS[preset]
 
-        if isinstance(self.analysis_models, str):
-            raise ValueError("analysis_models must be a list of slugs, not a single string.")
-        panel = tuple(self.analysis_models) if self.analysis_models is not None else defaults.panel
-        if not 1 <= len(panel) <= MAX_PANEL:
-            raise ValueError(
-                f"analysis_models must name 1 to {MAX_PANEL} models; got {len(panel)}."
-            )
-        for slug in panel:
-            _check_slug("each analysis model", slug)
-        duplicates = sorted({slug for slug in panel if panel.count(slug) > 1})
-        if duplicates:
-            raise ValueError(
-                f"analysis_models lists {', '.join(duplicates)} more than once; "
-                "name each model once (append '#2' to sample the same model twice)."
-            )
+        panel = _panel(self.analysis_models) if self.analysis_models is not None else defaults.panel
         judge = _check_slug("model", self.model) if self.model is not None else defaults.judge
         synthesizer = (
             _check_slug("synthesis_model", self.synthesis_model)
             if self.synthesis_model is not None
             else judge
         )
-
-        if isinstance(self.max_tool_calls, bool) or not isinstance(self.max_tool_calls, int):
-            raise ValueError("max_tool_calls must be an integer from 1 to 16.")
-        if not 1 <= self.max_tool_calls <= MAX_TOOL_CALLS:
-            raise ValueError(
-                f"max_tool_calls must be from 1 to {MAX_TOOL_CALLS}; got {self.max_tool_calls}."
-            )
-        if self.max_completion_tokens is not None and (
-            isinstance(self.max_completion_tokens, bool)
-            or not isinstance(self.max_completion_tokens, int)
-            or self.max_completion_tokens < 1
-        ):
-            raise ValueError("max_completion_tokens must be a positive integer or None.")
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise ValueError(f"temperature must be from 0 to 2; got {self.temperature}.")
+        _check_int("max_tool_calls", self.max_tool_calls, 1, MAX_TOOL_CALLS)
+        if self.max_completion_tokens is not None:
+            _check_int("max_completion_tokens", self.max_completion_tokens, 1, None)
+        if self.temperature is not None:
+            _check_number("temperature", self.temperature, low=0.0, high=2.0)
         if self.reasoning is not None:
             _check_literal("reasoning", self.reasoning, ReasoningEffort)
         for name in ("timeout_s", "judge_timeout_s", "synthesis_timeout_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds; got {value!r}.")
+            _check_number(name, getattr(self, name), low=0.0, high=None, open_low=True)
+        for name in ("synthesize", "web_tools", "judge_web_tools"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
 
         if self.analysis_models is not None:
             object.__setattr__(self, "analysis_models", panel)
@@ -172,3 +213,58 @@ class FusionContext:
         object.__setattr__(self, "panel", panel)
         object.__setattr__(self, "judge", judge)
         object.__setattr__(self, "synthesizer", synthesizer)
+
+
+def _panel(models: object) -> tuple[str, ...]:
+    if isinstance(models, str):
+        raise ValueError("analysis_models must be a list of slugs, not a single string.")
+    if not isinstance(models, Sequence | set | frozenset):
+        raise ValueError(
+            "analysis_models must be a list of model slugs such as "
+            f"['openai/gpt-4o', 'deepseek/deepseek-v3.2']; got {type(models).__name__}."
+        )
+    panel = tuple(models)
+    if not 1 <= len(panel) <= MAX_PANEL:
+        raise ValueError(f"analysis_models must name 1 to {MAX_PANEL} models; got {len(panel)}.")
+    for slug in panel:
+        _check_slug("each analysis model", slug)
+    duplicates = sorted({slug for slug in panel if panel.count(slug) > 1})
+    if duplicates:
+        raise ValueError(
+            f"analysis_models lists {', '.join(duplicates)} more than once; "
+            "name each model once (append '#2' to sample the same model twice)."
+        )
+    return panel
+
+
+def _check_literal(name: str, value: object, options: object) -> None:
+    allowed = get_args(options)
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+
+
+def _check_slug(name: str, slug: object) -> str:
+    if not isinstance(slug, str) or not slug.strip():
+        raise ValueError(f"{name} must be a non-empty model slug such as 'openai/gpt-4o'.")
+    if slug != slug.strip():
+        raise ValueError(f"{name} {slug!r} has surrounding whitespace; remove it.")
+    return slug
+
+
+def _check_int(name: str, value: object, low: int, high: int | None) -> None:
+    bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer {bounds}; got {value!r}.")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {bounds}; got {value}.")
+
+
+def _check_number(
+    name: str, value: object, *, low: float, high: float | None, open_low: bool = False
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+    if (value <= low if open_low else value < low) or (high is not None and value > high):
+        if high is None:
+            raise ValueError(f"{name} must be a positive number of seconds; got {value!r}.")
+        raise ValueError(f"{name} must be from {low:g} to {high:g}; got {value!r}.")

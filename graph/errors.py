@@ -88,9 +88,15 @@ def is_transient(exc: BaseException) -> bool:
     ) and not isinstance(exc, openai.APITimeoutError | httpx.TimeoutException)
 
 
-def retry_after_s(exc: BaseException) -> float | None:
-    """Seconds a 429 or 503 asks the caller to wait (``Retry-After``), if it says."""
-    response: Any = getattr(exc, "response", None)
+def retry_after_s(source: object) -> float | None:
+    """Seconds a 429 or 503 asks the caller to wait (``Retry-After``), if it says.
+
+    Args:
+        source: The HTTP response, or an exception that carries one.
+    """
+    response: Any = (
+        getattr(source, "response", None) if isinstance(source, BaseException) else source
+    )
     headers = getattr(response, "headers", None)
     if headers is None:
         return None

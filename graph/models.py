@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
+import time
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -15,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
 from langfusion.graph.context import API_KEY_ENV
-from langfusion.graph.errors import MissingAPIKeyError, redact
+from langfusion.graph.errors import MissingAPIKeyError, redact, retry_after_s
 
 # The pool, transport and timeouts handed to the OpenAI SDK come from the httpx
 # it runs on (httpx2 from openai 3). An httpx 0.x client handed to it pools on
@@ -51,6 +54,30 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.A
 _clients_lock = threading.Lock()
 
 
+# The deadline of the model call running in this context (a monotonic time).
+# The client retries 429/5xx itself; the transport tells it not to when the
+# wait an endpoint asks for would outlast the call.
+_CALL_DEADLINE: ContextVar[float | None] = ContextVar("langfusion_call_deadline", default=None)
+_RETRYABLE = frozenset({408, 409, 429})
+_MAX_RETRIES = 2
+_SettingsKey = tuple[tuple[str, Any], ...]
+
+
+@asynccontextmanager
+async def call_deadline(seconds: float) -> AsyncIterator[None]:
+    """Bound the model calls made in this block, retries and their waits included.
+
+    Raises:
+        TimeoutError: When the block runs past ``seconds``.
+    """
+    token = _CALL_DEADLINE.set(time.monotonic() + seconds)
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    finally:
+        _CALL_DEADLINE.reset(token)
+
+
 class _RedactingTransport(httpx.AsyncBaseTransport):
     """Scrubs credentials that an upstream quotes back in an error body.
 
@@ -67,15 +94,21 @@ class _RedactingTransport(httpx.AsyncBaseTransport):
         response = await self._inner.handle_async_request(request)
         if response.status_code < 400:
             return response
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        if _wait_outlasts_deadline(response):
+            headers.append(("x-should-retry", "false"))
         try:
             body = await response.aread()
         finally:
             await response.aclose()
         # aread() decoded any Content-Encoding, and the length changes.
-        dropped = ("content-encoding", "content-length", "transfer-encoding")
         return httpx.Response(
             response.status_code,
-            headers=[(k, v) for k, v in response.headers.multi_items() if k not in dropped],
+            headers=headers,
             content=redact(body.decode("utf-8", errors="replace")).encode(),
             extensions=response.extensions,
             request=request,
@@ -83,6 +116,15 @@ class _RedactingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _wait_outlasts_deadline(response: httpx.Response) -> bool:
+    deadline = _CALL_DEADLINE.get()
+    status = response.status_code
+    if deadline is None or not (status in _RETRYABLE or status >= 500):
+        return False
+    wait = retry_after_s(response)
+    return wait is not None and wait > deadline - time.monotonic()
 
 
 def _async_client(base_url: str) -> httpx.AsyncClient | None:
@@ -103,10 +145,6 @@ def _async_client(base_url: str) -> httpx.AsyncClient | None:
             )
             pools[base_url] = client
         return client
-
-
-_LOCAL_TEMPERATURES = (0.3, 0.5, 0.7, 0.4, 0.6, 0.8, 0.35, 0.55)
-_LOCAL_DEFAULT_MAX_TOKENS = 256
 
 
 @runtime_checkable
@@ -151,9 +189,9 @@ class ModelRegistry:
         self._api_key_env = api_key_env
         self._ready: dict[str, BaseChatModel] = {}
         self._endpoints: dict[str, _Endpoint] = {}
-        self._sync_cache: dict[tuple[str, str], BaseChatModel] = {}
+        self._sync_cache: dict[tuple[str, _SettingsKey], BaseChatModel] = {}
         self._loop_cache: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[tuple[str, str], BaseChatModel]
+            asyncio.AbstractEventLoop, dict[tuple[str, _SettingsKey], BaseChatModel]
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -197,7 +235,7 @@ class ModelRegistry:
         """Build or reuse the chat model for ``slug`` with ``settings``."""
         if slug in self._ready:
             return self._ready[slug]
-        key = (slug, json.dumps(settings, sort_keys=True, default=str))
+        key = (slug, _settings_key(settings))
         cache = self._cache_of_this_loop()
         model = cache.get(key)
         if model is None:
@@ -206,7 +244,7 @@ class ModelRegistry:
                 model = cache.setdefault(key, model)
         return model
 
-    def _cache_of_this_loop(self) -> dict[tuple[str, str], BaseChatModel]:
+    def _cache_of_this_loop(self) -> dict[tuple[str, _SettingsKey], BaseChatModel]:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -225,7 +263,9 @@ class ModelRegistry:
 
     def _build(self, slug: str, settings: dict[str, Any]) -> BaseChatModel:
         if slug.startswith(LOCAL_PREFIX):
-            return _local_model(slug, settings)
+            from langfusion.graph.local import local_chat_model
+
+            return local_chat_model(slug, settings)
         self.check_key(slug)
         endpoint = self._endpoints.get(slug)
         base_url = (
@@ -252,7 +292,9 @@ class ModelRegistry:
             temperature=settings.get("temperature"),
             max_tokens=settings.get("max_tokens"),  # type: ignore[call-arg]
             timeout=httpx.Timeout(settings.get("timeout", 120.0), connect=_CONNECT_TIMEOUT_S),
-            max_retries=0,
+            # The client's own retries (429/5xx/connection errors, Retry-After
+            # honoured) run under the node's one deadline for the call.
+            max_retries=_MAX_RETRIES,
             http_async_client=_async_client(base_url),
             default_headers=headers,
             extra_body=extra_body or None,
@@ -263,43 +305,12 @@ class ModelRegistry:
         )
 
 
-def _local_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
-    from langfusion.graph.local import local_server
-
-    sample = slug.partition("#")[2]
-    index = int(sample) if sample.isdigit() else 0
-    role = settings.get("role")
-    temperature = settings.get("temperature")
-    if temperature is None:
-        temperature = 0.0 if role == "judge" else _LOCAL_TEMPERATURES[index % 8]
-    max_tokens = settings.get("max_tokens") or (
-        768 if role == "judge" else _LOCAL_DEFAULT_MAX_TOKENS
-    )
-    base_url = local_server().ensure_started()
-    return ChatOpenAI(
-        model=slug,
-        base_url=base_url,
-        http_async_client=_async_client(base_url),
-        api_key="local",  # type: ignore[arg-type]
-        temperature=temperature,
-        timeout=settings.get("timeout", 120.0),
-        max_retries=0,
-        default_headers=dict(settings.get("headers") or {}),
-        # This server ignores max_completion_tokens: send its own knobs.
-        extra_body={
-            "max_tokens": max_tokens,
-            "repeat_penalty": 1.15,
-            "seed": 1000 + index,
-        },
-        stream_usage=True,
-        disable_streaming=role != "synthesis",
-        # A 270M base model cannot drive web tools; their schemas would only
-        # crowd its small context.
-        metadata={
-            STRUCTURED_METHOD_KEY: "function_calling",
-            SCHEMA_CAPS_KEY: True,
-            TOOLS_KEY: False,
-        },
+def _settings_key(settings: dict[str, Any]) -> _SettingsKey:
+    return tuple(
+        sorted(
+            (name, tuple(sorted(value.items())) if isinstance(value, dict) else value)
+            for name, value in settings.items()
+        )
     )
 
 

@@ -1,54 +1,54 @@
-"""The SPEC parameters shared by the fusion tool and the model alias."""
+"""The run parameters of the tool, the plugin and the alias, derived from ``FusionContext``."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from langfusion.graph.context import FusionContext, Preset, ReasoningEffort
-from langfusion.graph.fusion import build_fusion_graph
+from langfusion.graph.context import FusionContext
+from langfusion.graph.fusion import FusionGraph, build_fusion_graph
 from langfusion.graph.models import ModelFactory
+
+PARAMETER_NAMES = frozenset(f.name for f in FusionContext.parameters())
 
 
 class FusionParameters(BaseModel):
-    """Panel, judge and call settings, checked at construction; the graph is built once."""
+    """A ``FusionContext`` built from the constructor's keywords, and the graph that runs it.
+
+    Every ``FusionContext`` parameter is a keyword of the subclass (``FusionTool(preset=
+    "budget", web_tools=False)``); an unknown keyword raises ``ValueError`` naming it.
+    The graph is built once per instance and shared by its runs.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    analysis_models: Sequence[str] | None = None
-    model: str | None = None
-    max_tool_calls: int = 8
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    reasoning: ReasoningEffort | None = None
-    preset: Preset | None = None
-    timeout_s: float = 180.0
+    # What a subclass sets when the caller does not (the tool leaves the answer to its caller).
+    context_defaults: ClassVar[dict[str, Any]] = {}
+
+    context: FusionContext = Field(exclude=True)
     model_factory: ModelFactory | None = Field(default=None, exclude=True)
 
-    _graph: CompiledStateGraph[Any, Any, Any, Any] | None = PrivateAttr(default=None)
+    _graph: FusionGraph | None = PrivateAttr(default=None)
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Check the parameters now, before any model is called."""
-        self.fusion_context()
-
-    def fusion_context(self, **overrides: Any) -> FusionContext:
-        """The run configuration these parameters describe."""
-        return FusionContext(
-            analysis_models=self.analysis_models,
-            model=self.model,
-            max_tool_calls=self.max_tool_calls,
-            max_completion_tokens=self.max_completion_tokens,
-            temperature=self.temperature,
-            reasoning=self.reasoning,
-            preset=self.preset,
-            timeout_s=self.timeout_s,
-            **overrides,
-        )
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_context(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or isinstance(data.get("context"), FusionContext):
+            return data
+        own = {k: v for k, v in data.items() if k in cls.model_fields and k != "context"}
+        given = {k: v for k, v in data.items() if k not in own}
+        unknown = sorted(set(given) - PARAMETER_NAMES)
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                f"the run parameters are {', '.join(sorted(PARAMETER_NAMES))} "
+                "(see FusionContext)."
+            )
+        settings = {**cls.context_defaults, **given}
+        return {**own, "context": FusionContext.from_parameters(settings, owner=cls.__name__)}
 
     @staticmethod
     def run_config(config: RunnableConfig | None) -> RunnableConfig:
@@ -58,8 +58,10 @@ class FusionParameters(BaseModel):
         return RunnableConfig(**{**config, "metadata": metadata})
 
     @property
-    def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
-        """The compiled pipeline these parameters run."""
+    def graph(self) -> FusionGraph:
+        """The compiled pipeline these parameters run, with the default web tools."""
         if self._graph is None:
-            self._graph = build_fusion_graph(model_factory=self.model_factory)
+            from langfusion.tools.web import web_tools
+
+            self._graph = build_fusion_graph(model_factory=self.model_factory, web_tools=web_tools)
         return self._graph

@@ -17,7 +17,6 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
 
-from langfusion.graph.context import FusionContext
 from langfusion.graph.schema import FusionResult
 from langfusion.tools._params import FusionParameters
 from langfusion.tools._sync import iterate_sync, run_sync
@@ -53,7 +52,13 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         ```
     """
 
-    synthesis_model: str | None = None
+    def model_post_init(self, context: Any, /) -> None:
+        """Refuse a configuration that would leave the alias without an answer."""
+        if not self.context.synthesize:
+            raise ValueError(
+                "FusionChatModel always answers with the synthesis, so synthesize=False "
+                "cannot apply; use FusionTool for the analysis alone."
+            )
 
     @property
     def _llm_type(self) -> str:
@@ -61,12 +66,8 @@ class FusionChatModel(FusionParameters, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        ctx = self.fusion_context()
+        ctx = self.context
         return {"panel": list(ctx.panel), "judge": ctx.judge, "synthesis": ctx.synthesizer}
-
-    def fusion_context(self, **overrides: Any) -> FusionContext:
-        """The run configuration, with the synthesis model."""
-        return super().fusion_context(synthesis_model=self.synthesis_model, **overrides)
 
     async def _astream(
         self,
@@ -82,7 +83,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         stream: AsyncIterator[Any] = self.graph.astream(
             {"messages": messages},
             config,
-            context=self.fusion_context(),
+            context=self.context,
             stream_mode=["messages", "custom", "values"],
         )
         async for mode, payload in stream:

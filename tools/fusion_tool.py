@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.messages import HumanMessage
@@ -10,7 +11,6 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, ValidationError
 
-from langfusion.graph.context import FusionContext
 from langfusion.graph.schema import FusionResult
 from langfusion.tools._params import FusionParameters
 from langfusion.tools._sync import run_sync
@@ -85,9 +85,8 @@ class FusionTool(FusionParameters, BaseTool):
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
     handle_validation_error: Any = _validation_error
 
-    def fusion_context(self, **overrides: Any) -> FusionContext:
-        """The run configuration (no synthesis: the calling model writes the answer)."""
-        return super().fusion_context(synthesize=False, **overrides)
+    # The calling model writes the answer; `synthesize=True` adds the synthesis as "answer".
+    context_defaults: ClassVar[dict[str, Any]] = {"synthesize": False}
 
     async def _arun(
         self,
@@ -101,10 +100,13 @@ class FusionTool(FusionParameters, BaseTool):
         out = await self.graph.ainvoke(
             {"messages": [HumanMessage(prompt)]},
             self.run_config(config),
-            context=self.fusion_context(),
+            context=self.context,
         )
         result: FusionResult = out["result"]
-        return result.to_json(), result
+        if not self.context.synthesize:
+            return result.to_json(), result
+        content = {**result.model_dump(mode="json"), "answer": out["answer"]}
+        return json.dumps(content, ensure_ascii=False), result
 
     def _run(
         self,

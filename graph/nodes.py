@@ -1,0 +1,424 @@
+"""The pipeline's nodes and routers: prepare, analyze, tally, judge, synthesize, report."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.config import get_config, get_stream_writer
+from langgraph.errors import NodeError
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+
+from langfusion.graph.context import FusionContext
+from langfusion.graph.conversation import conversation, history, message_text, question
+from langfusion.graph.depth import ACTIVE_DEPTH, Role, active, child_config, header_depth
+from langfusion.graph.errors import (
+    EmptyCompletionError,
+    MissingAPIKeyError,
+    ModelUnavailableError,
+    PanelDeadlineError,
+    classify,
+)
+from langfusion.graph.judge import Panel, fit, structured_verdict
+from langfusion.graph.models import DEPTH_HEADER, TOOLS_KEY, ModelFactory, call_deadline
+from langfusion.graph.prompts import (
+    JUDGE_NOTES,
+    JUDGE_RESPONSE,
+    JUDGE_SYSTEM,
+    JUDGE_VERIFY,
+    PANEL_SYSTEM,
+    SYNTHESIS_SYSTEM,
+    SYNTHESIS_USER,
+)
+from langfusion.graph.schema import (
+    FailedModel,
+    FusionResult,
+    JudgeFailure,
+    JudgeVerdict,
+    PanelResponse,
+    RunUsage,
+    Usage,
+)
+from langfusion.graph.state import FusionState, PanelTask
+from langfusion.graph.toolloop import answer_with_tools
+
+T = TypeVar("T", PanelResponse, FailedModel)
+WebTools = Sequence[BaseTool] | Callable[[], Sequence[BaseTool]]
+
+# What prepare resets at the start of each run on a thread.
+_FRESH_RUN: dict[str, Any] = {
+    "responses": None,
+    "failed_models": None,
+    "analysis": None,
+    "judge_failure": None,
+    "judge_usage": None,
+    "synthesis_usage": None,
+    "synthesis_failure": None,
+    "answer": "",
+}
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """The nodes, closed over what every run shares: the model factory and the web tools.
+
+    Nothing here changes while runs go: per-run values travel in the state,
+    the ``Send`` payloads and the runtime context.
+    """
+
+    factory: ModelFactory
+    offered_tools: WebTools
+    cache_keys: bool = False
+
+    @functools.cached_property
+    def web_tools(self) -> tuple[BaseTool, ...]:
+        """The web tools, resolved once, the first time a call may use them."""
+        tools = self.offered_tools
+        return tuple(tools() if callable(tools) else tools)
+
+    def model(self, ctx: FusionContext, slug: str, role: Role, depth: int) -> BaseChatModel:
+        """The chat model for ``slug`` in ``role``, with this run's settings."""
+        settings: dict[str, Any] = {
+            "role": role,
+            "headers": {DEPTH_HEADER: str(depth + 1)},
+            "reasoning": ctx.reasoning,
+        }
+        if role == "panel":
+            settings |= {
+                "temperature": ctx.temperature,
+                "max_tokens": ctx.max_completion_tokens,
+                "timeout": ctx.timeout_s,
+            }
+        elif role == "judge":
+            settings |= {"temperature": 0.0, "timeout": ctx.judge_timeout_s}
+        else:
+            settings |= {"timeout": ctx.synthesis_timeout_s}
+        return self.factory(slug, **settings)
+
+    async def prepare(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
+        """Start a run: fix its depth and id, refuse what cannot run, build the models."""
+        ctx = _context(runtime)
+        config = get_config()
+        parent = ACTIVE_DEPTH.get()
+        depth = max(
+            state.get("depth", 0),
+            0 if parent is None else parent + 1,
+            header_depth(config.get("configurable") or {}),
+        )
+        fusion_id = str((config.get("metadata") or {}).get("fusion_id") or uuid.uuid4())
+        update: dict[str, Any] = {"depth": depth, "fusion_id": fusion_id, **_FRESH_RUN}
+        refusal = self._refusal(ctx, state, depth)
+        if refusal is not None:
+            update |= {"result": refusal, "answer": ""}
+        return update
+
+    def _refusal(self, ctx: FusionContext, state: FusionState, depth: int) -> FusionResult | None:
+        if depth >= 1:
+            return FusionResult.failure(
+                "Fusion was invoked from inside another fusion run; nested deliberation is "
+                "refused. Answer without it.",
+                "recursion_blocked",
+            )
+        if question(state["messages"]) is None:
+            return FusionResult.failure(
+                "There is no question to deliberate on: the last human message is missing or "
+                "empty. Pass the question as a non-empty human message.",
+                "invalid_request",
+            )
+        roles: list[tuple[str, Role]] = [(slug, "panel") for slug in ctx.panel]
+        roles.append((ctx.judge, "judge"))
+        if ctx.synthesize:
+            roles.append((ctx.synthesizer, "synthesis"))
+        try:
+            for slug, role in roles:
+                self.model(ctx, slug, role, depth)
+        except MissingAPIKeyError as exc:
+            return FusionResult.failure(str(exc), "missing_api_key")
+        except ModelUnavailableError as exc:
+            return FusionResult.failure(str(exc), exc.reason)
+        except ValueError as exc:
+            return FusionResult.failure(classify(exc)[1], "invalid_request")
+        return None
+
+    def fan_out(self, state: FusionState, runtime: Runtime[FusionContext]) -> list[Send] | str:
+        """Send the question to every panel model at once, or end a refused run."""
+        if state.get("result") is not None:
+            return END
+        ctx = _context(runtime)
+        settings = (
+            json.dumps(
+                [
+                    ctx.temperature,
+                    ctx.max_completion_tokens,
+                    ctx.reasoning,
+                    ctx.max_tool_calls if ctx.web_tools else 0,
+                ]
+            )
+            if self.cache_keys
+            else ""
+        )
+        asked = conversation(state["messages"])
+        return [
+            Send(
+                "analyze",
+                PanelTask(
+                    slug=slug,
+                    messages=asked,
+                    depth=state.get("depth", 0),
+                    fusion_id=state.get("fusion_id", ""),
+                    settings=settings,
+                ),
+            )
+            for slug in ctx.panel
+        ]
+
+    async def analyze(self, task: PanelTask, runtime: Runtime[FusionContext]) -> dict[str, Any]:
+        """One panel model answers the question, with the web tools, before its deadline."""
+        ctx = _context(runtime)
+        slug = task["slug"]
+        writer = get_stream_writer()
+        writer({"event": "panel_started", "model": slug})
+        model = self.model(ctx, slug, "panel", task["depth"])
+        tools = self.web_tools if ctx.web_tools and _takes_tools(model) else ()
+        started = time.monotonic()
+        config = child_config(task["depth"], task["fusion_id"], "panel", slug, nostream=True)
+        try:
+            with active(task["depth"]):
+                async with call_deadline(ctx.timeout_s):
+                    outcome = await answer_with_tools(
+                        model,
+                        [SystemMessage(PANEL_SYSTEM), *task["messages"]],
+                        tools,
+                        max_tool_calls=ctx.max_tool_calls,
+                        config=config,
+                    )
+        except TimeoutError as exc:
+            raise PanelDeadlineError(f"no answer within timeout_s={ctx.timeout_s:g}s") from exc
+        content = message_text(outcome.message)
+        if not content.strip():
+            raise EmptyCompletionError("the model returned an empty answer")
+        response = PanelResponse(
+            model=slug,
+            content=content,
+            usage=outcome.usage,
+            latency_s=round(time.monotonic() - started, 3),
+            tool_calls=outcome.tool_calls,
+        )
+        writer(
+            {
+                "event": "panel_finished",
+                "model": slug,
+                "seconds": response.latency_s,
+                "tokens": outcome.usage.output_tokens if outcome.usage else None,
+            }
+        )
+        return {"responses": [response]}
+
+    def record_panel_failure(self, task: PanelTask, error: NodeError) -> Command[str]:
+        """A panel branch failed: record why and go on to the tally."""
+        reason, message = classify(error.error)
+        get_stream_writer()(
+            {"event": "panel_failed", "model": task["slug"], "reason": reason, "error": message}
+        )
+        failure = FailedModel(model=task["slug"], error=message, failure_reason=reason)
+        return Command(update={"failed_models": [failure]}, goto="tally")
+
+    def tally(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
+        """Count the surviving answers; with none left, the run ends with an error result."""
+        if state.get("responses"):
+            return {}
+        failed = _in_panel_order(state.get("failed_models") or [], _context(runtime).panel)
+        return {"result": _nothing_usable(failed), "answer": ""}
+
+    def after_panel(self, state: FusionState) -> str:
+        """Judge the answers, or end a run that has nothing to judge."""
+        return END if state.get("result") is not None else "judge"
+
+    async def judge(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
+        """Compare the surviving answers under neutral labels; map labels back to slugs."""
+        ctx = _context(runtime)
+        writer = get_stream_writer()
+        writer({"event": "judge_started", "model": ctx.judge})
+        panel = Panel.shuffled(state.get("responses") or [], state.get("fusion_id", ""))
+        prompt = panel.prompt(question(state["messages"]) or "")
+        depth = state.get("depth", 0)
+        model = self.model(ctx, ctx.judge, "judge", depth)
+        config = child_config(depth, state.get("fusion_id", ""), "judge", ctx.judge, nostream=True)
+        with active(depth):
+            async with call_deadline(ctx.judge_timeout_s):
+                verdict, usage, failure = await self._verdict(ctx, model, prompt, config)
+        writer(
+            {
+                "event": "judge_finished",
+                "model": ctx.judge,
+                "ok": verdict is not None,
+                "failure_reason": failure,
+            }
+        )
+        return {
+            "analysis": verdict.analysis().relabel(panel.labels) if verdict else None,
+            "judge_failure": failure,
+            "judge_usage": usage,
+        }
+
+    async def _verdict(
+        self, ctx: FusionContext, model: BaseChatModel, prompt: str, config: RunnableConfig
+    ) -> tuple[JudgeVerdict | None, Usage | None, JudgeFailure | None]:
+        """The judge's verdict, after checking facts with the web tools where asked to."""
+        messages: list[BaseMessage] = [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)]
+        research_usage: Usage | None = None
+        if ctx.judge_web_tools and self.web_tools and _takes_tools(model):
+            notes = await answer_with_tools(
+                model,
+                [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt + JUDGE_VERIFY)],
+                self.web_tools,
+                max_tool_calls=ctx.max_tool_calls,
+                config=config,
+            )
+            research_usage = notes.usage
+            text = message_text(notes.message) or "(none)"
+            messages.append(HumanMessage(JUDGE_NOTES.format(notes=text)))
+        verdict, usage, failure = await structured_verdict(model, messages, config)
+        if research_usage is not None:
+            usage = Usage.total([usage, research_usage])
+        return verdict, usage, failure
+
+    def record_judge_failure(
+        self, state: FusionState, error: NodeError, runtime: Runtime[FusionContext]
+    ) -> Command[str]:
+        """The judge call failed: go on without an analysis."""
+        _, message = classify(error.error)
+        get_stream_writer()(
+            {
+                "event": "judge_finished",
+                "ok": False,
+                "failure_reason": "judge_upstream_error",
+                "error": message,
+            }
+        )
+        return Command(
+            update={"analysis": None, "judge_failure": "judge_upstream_error"},
+            goto=self.after_judge(state, runtime),
+        )
+
+    def after_judge(self, state: FusionState, runtime: Runtime[FusionContext]) -> str:
+        """Write the answer, or, for a caller that writes its own, report the analysis."""
+        return "synthesize" if _context(runtime).synthesize else "report"
+
+    async def synthesize(
+        self, state: FusionState, runtime: Runtime[FusionContext]
+    ) -> dict[str, Any]:
+        """Write the final answer from the analysis (or the raw answers); no tools bound."""
+        ctx = _context(runtime)
+        get_stream_writer()({"event": "synthesis_started", "model": ctx.synthesizer})
+        analysis = state.get("analysis")
+        prompt = SYNTHESIS_USER.format(
+            question=question(state["messages"]),
+            analysis=analysis.model_dump_json(indent=1)
+            if analysis
+            else "(no analysis: the judge failed; compare the responses yourself)",
+            responses="\n\n".join(
+                JUDGE_RESPONSE.format(label=r.model, content=fit(r.content))
+                for r in state.get("responses") or []
+            ),
+        )
+        depth = state.get("depth", 0)
+        model = self.model(ctx, ctx.synthesizer, "synthesis", depth)
+        messages = [SystemMessage(SYNTHESIS_SYSTEM), *history(state["messages"])]
+        messages.append(HumanMessage(prompt))
+        config = child_config(
+            depth, state.get("fusion_id", ""), "synthesis", ctx.synthesizer, nostream=False
+        )
+        with active(depth):
+            async with call_deadline(ctx.synthesis_timeout_s):
+                reply = await model.ainvoke(messages, config)
+        answer = message_text(reply)
+        update: dict[str, Any] = {
+            "answer": answer,
+            "synthesis_usage": Usage.from_metadata(getattr(reply, "usage_metadata", None)),
+        }
+        if answer:
+            # Under the streamed reply's own id: the "messages" stream has carried it
+            # token by token already and must not repeat it whole.
+            update["messages"] = [AIMessage(answer, id=reply.id)]
+        return update
+
+    def record_synthesis_failure(self, state: FusionState, error: NodeError) -> Command[str]:
+        """The synthesis failed: keep the analysis and the answers, leave the answer empty."""
+        reason, message = classify(error.error)
+        get_stream_writer()({"event": "synthesis_failed", "reason": reason, "error": message})
+        return Command(update={"answer": "", "synthesis_failure": message}, goto="report")
+
+    def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
+        """Assemble the SPEC result of a run that reached the judge."""
+        ctx = _context(runtime)
+        responses = _in_panel_order(state.get("responses") or [], ctx.panel)
+        panel_usage = Usage.total(r.usage for r in responses)
+        judge_usage = state.get("judge_usage")
+        synthesis_usage = state.get("synthesis_usage")
+        failure_reason = state.get("judge_failure")
+        if failure_reason is None and state.get("synthesis_failure"):
+            failure_reason = "synthesis_failed"
+        result = FusionResult(
+            status="ok",
+            analysis=state.get("analysis"),
+            responses=responses,
+            failed_models=_in_panel_order(state.get("failed_models") or [], ctx.panel),
+            failure_reason=failure_reason,
+            judge_model=ctx.judge,
+            judge_usage=judge_usage,
+            usage=RunUsage(
+                panel=panel_usage,
+                judge=judge_usage or Usage(),
+                synthesis=synthesis_usage or Usage(),
+                total=Usage.total([panel_usage, judge_usage, synthesis_usage]),
+            ),
+        )
+        return {"result": result, "answer": state.get("answer") or ""}
+
+
+def panel_cache_key(task: PanelTask) -> str:
+    """What makes two panel calls interchangeable: model, conversation and settings."""
+    asked = [(m.type, m.content) for m in task["messages"]]
+    return json.dumps([task["slug"], asked, task["settings"]], sort_keys=True, default=str)
+
+
+def _takes_tools(model: BaseChatModel) -> bool:
+    return (model.metadata or {}).get(TOOLS_KEY, True) is not False
+
+
+def _context(runtime: Runtime[FusionContext]) -> FusionContext:
+    ctx = runtime.context
+    return ctx if isinstance(ctx, FusionContext) else FusionContext()
+
+
+def _nothing_usable(failed: list[FailedModel]) -> FusionResult:
+    reasons = {f.failure_reason for f in failed}
+    code = (
+        reasons.pop()
+        if len(reasons) == 1 and reasons & {"rate_limited", "insufficient_credits"}
+        else "all_panels_failed"
+    )
+    detail = "; ".join(f"{f.model}: {f.error}" for f in failed) or "no panel model ran"
+    return FusionResult.failure(
+        f"Every panel model failed, so there is nothing to compare ({detail}). "
+        "Answer without the analysis, or retry with other models.",
+        code,
+        failed_models=failed,
+    )
+
+
+def _in_panel_order(items: list[T], order: Sequence[str]) -> list[T]:
+    rank = {slug: index for index, slug in enumerate(order)}
+    return sorted(items, key=lambda item: rank.get(item.model, len(rank)))
