@@ -77,7 +77,36 @@ _HOMES = {
     "register_model": "models",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "ACTIVE_DEPTH",
+    "Analysis",
+    "Contradiction",
+    "DEPTH_HEADER",
+    "FailedModel",
+    "FusionContext",
+    "FusionGraph",
+    "FusionInput",
+    "FusionOutput",
+    "FusionResult",
+    "FusionState",
+    "JudgeVerdict",
+    "MissingAPIKeyError",
+    "ModelFactory",
+    "ModelRegistry",
+    "PRESETS",
+    "PanelResponse",
+    "PartialCoverage",
+    "Preset",
+    "RunUsage",
+    "Stance",
+    "UniqueInsight",
+    "Usage",
+    "build_fusion_graph",
+    "default_preset",
+    "default_registry",
+    "judge_schema",
+    "register_model",
+]
 
 
 def __getattr__(name: str) -> Any:

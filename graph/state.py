@@ -54,8 +54,6 @@ class FusionState(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
     depth: NotRequired[int]
     fusion_id: NotRequired[str]
-    judge_model: NotRequired[str]
-    error: NotRequired[FusionResult | None]
     responses: NotRequired[Annotated[list[PanelResponse], extend_or_reset]]
     failed_models: NotRequired[Annotated[list[FailedModel], extend_or_reset]]
     analysis: NotRequired[Analysis | None]

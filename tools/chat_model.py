@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -18,6 +18,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import RunnableConfig
 
 from langfusion.graph.schema import FusionResult
+from langfusion.graph.state import FusionInput
 from langfusion.tools._params import FusionParameters
 from langfusion.tools._sync import iterate_sync, run_sync
 
@@ -81,7 +82,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         config = self.run_config(RunnableConfig(callbacks=_child_callbacks(run_manager)))
         final: dict[str, Any] = {}
         stream: AsyncIterator[Any] = self.graph.astream(
-            {"messages": messages},
+            cast(FusionInput, {"messages": messages}),
             config,
             context=self.context,
             stream_mode=["messages", "custom", "values"],

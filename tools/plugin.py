@@ -40,7 +40,7 @@ class _CallerAsJudge:
 
 
 def with_fusion(
-    model: BaseChatModel, *, force: bool = False, **fusion_params: Any
+    llm: BaseChatModel, /, *, force: bool = False, **fusion_params: Any
 ) -> Runnable[LanguageModelInput, AIMessage]:
     """Bind the ``fusion`` tool to ``model``.
 
@@ -49,18 +49,19 @@ def with_fusion(
     it writes the final answer from the tool's result.
 
     Args:
-        model: The calling chat model (it must support tool calling).
+        llm: The calling chat model (it must support tool calling).
         force: Set ``tool_choice`` so that every request calls fusion.
-        **fusion_params: ``FusionTool`` parameters (``analysis_models``,
-            ``max_tool_calls``, ``preset``, ``model_factory``, ...).
+        **fusion_params: ``FusionTool`` parameters: every ``FusionContext``
+            parameter (``analysis_models``, ``model`` for the judge, ...) and
+            ``model_factory``. An unknown keyword raises ``ValueError``.
 
     Returns:
         The model with the tool bound, ready for ``invoke`` or an agent loop.
     """
-    slug = model_slug(model)
+    slug = model_slug(llm)
     if fusion_params.get("model") is None and slug is not None:
         base = fusion_params.get("model_factory") or default_registry
         fusion_params["model"] = slug
-        fusion_params["model_factory"] = _CallerAsJudge(base, slug, model)
+        fusion_params["model_factory"] = _CallerAsJudge(base, slug, llm)
     tool = FusionTool(**fusion_params)
-    return model.bind_tools([tool], tool_choice="fusion" if force else None)
+    return llm.bind_tools([tool], tool_choice="fusion" if force else None)
