@@ -151,7 +151,7 @@ class Nodes:
             return FusionResult.failure(classify(exc)[1], "invalid_request")
         return None
 
-    def fan_out(self, state: FusionState, runtime: Runtime[FusionContext]) -> list[Send] | str:
+    async def fan_out(self, state: FusionState, runtime: Runtime[FusionContext]) -> list[Send] | str:
         """Send the question to every panel model at once, or end a refused run."""
         if state.get("result") is not None:
             return END
@@ -234,14 +234,14 @@ class Nodes:
         failure = FailedModel(model=task["slug"], error=message, failure_reason=reason)
         return Command(update={"failed_models": [failure]}, goto="tally")
 
-    def tally(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
+    async def tally(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Count the surviving answers; with none left, the run ends with an error result."""
         if state.get("responses"):
             return {}
         failed = _in_panel_order(state.get("failed_models") or [], _context(runtime).panel)
         return {"result": _nothing_usable(failed), "answer": ""}
 
-    def after_panel(self, state: FusionState) -> str:
+    async def after_panel(self, state: FusionState) -> str:
         """Judge the answers, or end a run that has nothing to judge."""
         return END if state.get("result") is not None else "judge"
 
@@ -309,12 +309,12 @@ class Nodes:
         )
         return Command(
             update={"analysis": None, "judge_failure": "judge_upstream_error"},
-            goto=self.after_judge(state, runtime),
+            goto=_after_judge(_context(runtime)),
         )
 
-    def after_judge(self, state: FusionState, runtime: Runtime[FusionContext]) -> str:
+    async def after_judge(self, state: FusionState, runtime: Runtime[FusionContext]) -> str:
         """Write the answer, or, for a caller that writes its own, report the analysis."""
-        return "synthesize" if _context(runtime).synthesize else "report"
+        return _after_judge(_context(runtime))
 
     async def synthesize(
         self, state: FusionState, runtime: Runtime[FusionContext]
@@ -360,7 +360,7 @@ class Nodes:
         get_stream_writer()({"event": "synthesis_failed", "reason": reason, "error": message})
         return Command(update={"answer": "", "synthesis_failure": message}, goto="report")
 
-    def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
+    async def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Assemble the SPEC result of a run that reached the judge."""
         ctx = _context(runtime)
         responses = _in_panel_order(state.get("responses") or [], ctx.panel)
@@ -392,6 +392,10 @@ def panel_cache_key(task: PanelTask) -> str:
     """What makes two panel calls interchangeable: model, conversation and settings."""
     asked = [(m.type, m.content) for m in task["messages"]]
     return json.dumps([task["slug"], asked, task["settings"]], sort_keys=True, default=str)
+
+
+def _after_judge(ctx: FusionContext) -> str:
+    return "synthesize" if ctx.synthesize else "report"
 
 
 def _takes_tools(model: BaseChatModel) -> bool:

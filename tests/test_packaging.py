@@ -35,6 +35,10 @@ def test_wheel_install_imports_and_is_not_shadowed(tmp_path: Path) -> None:
     assert (target / "langfusion" / "graph" / "fusion.py").exists()
     assert (target / "langfusion" / "tools" / "py.typed").exists()
     assert not (target / "langfusion" / "__init__.py").exists()  # an implicit namespace
+    for top in ("graph", "tools"):
+        for package in (ROOT / top).rglob("__init__.py"):
+            installed = target / "langfusion" / package.relative_to(ROOT)
+            assert installed.exists(), f"{package.parent.relative_to(ROOT)} is not installed"
 
     project = tmp_path / "user_project"
     project.mkdir()
