@@ -198,37 +198,9 @@ class FusionResult(BaseModel):
 
     def to_markdown(self) -> str:
         """The analysis and the panel as Markdown tables (for notebooks and reports)."""
-        if self.status == "error":
-            return f"**Fusion failed** (`{self.failure_reason}`): {self.error}"
-        lines: list[str] = []
-        analysis = self.analysis
-        if analysis is None:
-            lines.append(f"_No analysis: the judge failed (`{self.failure_reason}`)._")
-        else:
-            rows: list[tuple[str, str, str]] = []
-            rows += [("consensus", "all", point) for point in analysis.consensus]
-            rows += [
-                ("contradiction", s.model, f"{c.topic}: {s.stance}")
-                for c in analysis.contradictions
-                for s in c.stances
-            ]
-            rows += [
-                ("partial coverage", ", ".join(p.models), p.point)
-                for p in analysis.partial_coverage
-            ]
-            rows += [("unique insight", u.model, u.insight) for u in analysis.unique_insights]
-            rows += [("blind spot", "none", point) for point in analysis.blind_spots]
-            lines += ["| kind | model | point |", "| --- | --- | --- |"]
-            lines += [f"| {k} | {m} | {_cell(p)} |" for k, m, p in rows]
-        lines += ["", "| model | tokens out | seconds | answer |", "| --- | --- | --- | --- |"]
-        for r in self.responses:
-            tokens = r.usage.output_tokens if r.usage else ""
-            lines.append(
-                f"| {r.model} | {tokens} | {r.latency_s or ''} | {_cell(r.content, 120)} |"
-            )
-        for f in self.failed_models:
-            lines.append(f"| {f.model} | | | failed: {f.failure_reason} |")
-        return "\n".join(lines)
+        from langfusion.graph.render import result_markdown
+
+        return result_markdown(self)
 
     @classmethod
     def failure(
@@ -247,8 +219,3 @@ class FusionResult(BaseModel):
             failed_models=failed_models or [],
             responses=responses or [],
         )
-
-
-def _cell(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split()).replace("|", "\\|")
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

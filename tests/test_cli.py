@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,8 +15,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from langfusion.graph import PRESETS, FusionContext, ModelRegistry, build_fusion_graph
-from langfusion.tools.cli import main
+from langfusion.graph import PRESETS, FusionContext, FusionResult, ModelRegistry, build_fusion_graph
+from langfusion.tools.cli import build_parser, main
 from tests.fakes import FakeFactory, ScriptedModel, verdict
 from tests.openai_server import OpenAIServer, Reply
 
@@ -62,14 +63,30 @@ def run(
     return code, out, err, graph
 
 
-def stance_lines(out: str) -> dict[str, str]:
-    """The model named on the line of each stance, as the terminal shows it."""
-    found = {}
+def table_rows(out: str) -> list[list[str]]:
+    """The cells of every table row: Markdown text (``|``) or as rich draws it on a terminal."""
+    rows = []
     for line in out.splitlines():
-        for stance in ("negligible", "small but real"):
-            if line.strip().endswith(stance):
-                found[stance] = line.split()[0]
-    return found
+        if line.startswith("|"):
+            rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+        elif line.startswith(" ") and "  " in line.strip():
+            rows.append(re.split(r"\s{2,}", line.strip()))
+    return rows
+
+
+def stance_lines(out: str) -> dict[str, str]:
+    """The model on the analysis row of each stance of the contradiction."""
+    return {
+        row[2].removeprefix("effect on growth: "): row[1]
+        for row in table_rows(out)
+        if row[0] == "contradiction"
+    }
+
+
+def panel_row(out: str, slug: str) -> list[str]:
+    """The panel table's row of one model."""
+    (row,) = [row for row in table_rows(out) if row[0] == slug]
+    return row
 
 
 def test_ask_shows_progress_then_the_analysis_and_the_answer(
@@ -79,11 +96,18 @@ def test_ask_shows_progress_then_the_analysis_and_the_answer(
     assert code == 0
     assert "Carbon taxes reduce emissions." in out  # consensus
     assert "effect on growth" in out
-    assert sorted(stance_lines(out).values()) == ["p/1", "p/2"]  # who said what, by real slug
-    assert "border adjustments" in out and "dividends offset regressivity" in out
-    assert "political feasibility" in out
+    # who said what, by real slug (the judge saw them under shuffled labels)
+    assert sorted(stance_lines(out)) == ["negligible", "small but real"]
+    assert sorted(stance_lines(out).values()) == ["p/1", "p/2"]
+    rows = {row[0]: row[1:] for row in table_rows(out)}
+    assert rows["partial coverage"][0] in ("p/1", "p/2")
+    assert rows["partial coverage"][1] == "border adjustments"
+    assert rows["unique insight"][0] in ("p/1", "p/2")
+    assert rows["unique insight"][1] == "dividends offset regressivity"
+    assert rows["blind spot"] == ["none", "political feasibility"]
+    assert panel_row(out, "p/1")[1] == "7"  # tokens out
     assert ANSWER in out
-    assert out.index("Consensus") < out.index(ANSWER)
+    assert out.index("| consensus |") < out.index("## Answer") < out.index(ANSWER)
     # stderr is not a terminal here: one log line per step as it settles
     settled = {tuple(line.split()[:3]) for line in err.splitlines() if line.startswith("✓")}
     assert settled == {
@@ -103,9 +127,10 @@ def test_terminal_output_is_live_and_rendered(registry: ModelRegistry) -> None:
     code = main(["ask", *PANEL, QUESTION], build_graph=lambda: graph, console=out, err_console=err)
     assert code == 0
     screen = out.export_text()
-    assert "Consensus" in screen and "Carbon taxes reduce emissions." in screen
+    assert ["consensus", "all", "Carbon taxes reduce emissions."] in table_rows(screen)
     assert sorted(stance_lines(screen).values()) == ["p/1", "p/2"]
     assert ANSWER in screen
+    assert "|" not in screen and "##" not in screen  # rendered, not Markdown text
     # the live display's last frame stays on screen: every step settled, with its numbers
     frames = err.export_text()  # every refresh, without the cursor moves between them
     last = frames[frames.rindex("panel     p/1") - 2 :]
@@ -143,9 +168,9 @@ def test_responses_option_shows_every_panel_answer(
         ("p/1", "Emissions fall; the growth effect is negligible."),
         ("p/2", "Emissions fall; the growth cost is small but real."),
     ]:
-        heading = next(i for i, line in enumerate(lines) if line.startswith(f"{slug} ─"))
-        assert lines[heading + 1] == answer
-    assert "Emissions fall" not in run(["ask", *PANEL, QUESTION], registry, capsys)[1]
+        heading = lines.index(f"### {slug}")
+        assert lines[heading + 1 : heading + 3] == ["", answer]
+    assert "### p/1" not in run(["ask", *PANEL, QUESTION], registry, capsys)[1]
 
 
 def test_json_prints_only_the_result_and_the_answer(
@@ -196,6 +221,10 @@ def test_options_reach_the_run_configuration_and_the_models(
         "low",
         "--timeout",
         "30",
+        "--judge-timeout",
+        "40",
+        "--synthesis-timeout",
+        "50",
         "--no-web",
         QUESTION,
     ]
@@ -206,13 +235,92 @@ def test_options_reach_the_run_configuration_and_the_models(
     assert (ctx.judge, ctx.synthesizer) == ("judge/model", "synth/model")
     assert ctx.max_tool_calls == 3 and ctx.max_completion_tokens == 200
     assert ctx.temperature == 0.4 and ctx.reasoning == "low"
-    assert ctx.timeout_s == ctx.judge_timeout_s == ctx.synthesis_timeout_s == 30
+    assert (ctx.timeout_s, ctx.judge_timeout_s, ctx.synthesis_timeout_s) == (30, 40, 50)
     assert ctx.web_tools is False
     body = server.requests_for("p/3")[0].body
     assert body["temperature"] == 0.4
     assert body["max_completion_tokens"] == 200
     assert body["reasoning_effort"] == "low"
     assert server.requests_for("judge/model")[0].body["temperature"] == 0
+
+
+def test_no_synthesis_stops_at_the_analysis(
+    server: OpenAIServer, registry: ModelRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err, graph = run(["ask", "--no-synthesis", *PANEL, QUESTION], registry, capsys)
+    assert code == 0 and graph.contexts[0].synthesize is False
+    assert sorted(stance_lines(out).values()) == ["p/1", "p/2"]
+    assert "## Answer" not in out and ANSWER not in out
+    assert server.requests_for("synth/model") == []
+    assert {line.split()[1] for line in err.splitlines()} == {"panel", "judge"}
+
+
+class ContextProbe:
+    """A graph that keeps the context it is run with and ends at once, with an empty result."""
+
+    def __init__(self) -> None:
+        self.contexts: list[FusionContext] = []
+
+    async def astream(self, graph_input: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self.contexts.append(kwargs["context"])
+        yield ("values", {"result": FusionResult(status="ok"), "answer": "probed"})
+
+
+def probe(argv: list[str]) -> FusionContext:
+    graph = ContextProbe()
+    assert main(["ask", *argv, QUESTION], build_graph=lambda: graph) == 0  # type: ignore[arg-type,return-value]
+    (ctx,) = graph.contexts
+    return ctx
+
+
+# One value other than the default for each FusionContext parameter, as a user spells it.
+GIVEN: dict[str, tuple[list[str], Any]] = {
+    "analysis_models": (["--models", "a/1,a/2", "--models", "a/3"], ("a/1", "a/2", "a/3")),
+    "model": (["--judge", "j/1"], "j/1"),
+    "synthesis_model": (["--synthesis-model", "s/1"], "s/1"),
+    "max_tool_calls": (["--max-tool-calls", "3"], 3),
+    "max_completion_tokens": (["--max-tokens", "200"], 200),
+    "temperature": (["--temperature", "0.4"], 0.4),
+    "reasoning": (["--reasoning", "low"], "low"),
+    "preset": (["--preset", "budget"], "budget"),
+    "timeout_s": (["--timeout", "30"], 30),
+    "judge_timeout_s": (["--judge-timeout", "5"], 5),
+    "synthesis_timeout_s": (["--synthesis-timeout", "7"], 7),
+    "synthesize": (["--no-synthesis"], False),
+    "web_tools": (["--no-web"], False),
+    "judge_web_tools": (["--judge-web-tools"], True),
+}
+
+
+def test_every_run_parameter_has_an_option() -> None:
+    names = {f.name for f in FusionContext.parameters()}
+    assert set(GIVEN) == names  # a new parameter gets a line in GIVEN
+    ask = build_parser().parse_args(["ask", QUESTION]).command_parser
+    assert names <= {action.dest for action in ask._actions}
+    nothing_given = vars(build_parser().parse_args(["ask", QUESTION]))
+    assert not names & set(nothing_given)  # unset options leave FusionContext's defaults
+
+
+@pytest.mark.parametrize("name", sorted(GIVEN))
+def test_a_given_option_reaches_the_context_and_only_it(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, value = GIVEN[name]
+    ctx = probe(argv)
+    assert getattr(ctx, name) == value
+    assert ctx == FusionContext(**{name: value})
+    assert ("## Answer" in capsys.readouterr().out) is ctx.synthesize
+
+
+def test_all_options_at_once_reach_the_context() -> None:
+    ctx = probe([word for argv, _ in GIVEN.values() for word in argv])
+    assert ctx.settings() == {name: value for name, (_, value) in GIVEN.items()}
+    assert (ctx.panel, ctx.judge, ctx.synthesizer) == (("a/1", "a/2", "a/3"), "j/1", "s/1")
+
+
+def test_the_positive_forms_of_the_switches() -> None:
+    ctx = probe(["--no-web", "--web", "--synthesis", "--no-judge-web-tools"])
+    assert (ctx.web_tools, ctx.synthesize, ctx.judge_web_tools) == (True, True, False)
 
 
 def test_preset_picks_its_panel_and_judge(capsys: pytest.CaptureFixture[str]) -> None:
@@ -281,13 +389,16 @@ def test_an_out_of_range_parameter_is_a_usage_error_naming_the_option(
     [
         (["--temperature", "3"], "--temperature must be from 0 to 2; got 3.0."),
         (["--timeout", "0"], "--timeout must be a positive number of seconds"),
-        (["--max-tokens", "0"], "--max-tokens must be a positive integer."),
+        (["--judge-timeout", "-1"], "--judge-timeout-s must be a positive number of seconds"),
+        (["--max-tokens", "0"], "--max-tokens must be at least 1; got 0."),
+        (["--synthesis-model", " "], "--synthesis-model must be a non-empty model slug"),
         (["--models", "p/1,p/1"], "--models lists p/1 more than once"),
         (["--models", ","], "--models must name 1 to 8 models; got 0."),
         (["--models", ",".join(f"p/{i}" for i in range(9))], "--models must name 1 to 8"),
         (["--preset", "premium"], "invalid choice: 'premium'"),
         (["--reasoning", "max"], "invalid choice: 'max'"),
         (["--max-tool-calls", "many"], "invalid int value: 'many'"),
+        (["--no-web=yes"], "argument --web/--no-web: ignored explicit argument 'yes'"),
     ],
 )
 def test_invalid_values_are_usage_errors(
@@ -314,8 +425,9 @@ def test_every_panel_model_failing_exits_1(
     server.script("p/2", Reply(f"Incorrect API key provided: {SECRET}", status=401))
     code, out, err, _ = run(["ask", *PANEL, QUESTION], registry, capsys)
     assert code == 1
-    assert "Fusion failed (all_panels_failed)" in out
-    assert "p/1 (invalid_request)" in out and "p/2 (unauthorized)" in out
+    assert "**Fusion failed** (`all_panels_failed`)" in out
+    assert panel_row(out, "p/1")[3].startswith("failed (invalid_request): HTTP 400")
+    assert panel_row(out, "p/2")[3].startswith("failed (unauthorized): HTTP 401")
     assert "✗ panel" in err
     assert SECRET not in out + err
 
@@ -333,8 +445,8 @@ def test_some_panel_failures_and_a_failed_judge_still_exit_0(
     server.script("judge/model", "I think they mostly agree.")
     code, out, err, _ = run(["ask", *PANEL, QUESTION], registry, capsys)
     assert code == 0
-    assert "p/2 (model_not_found): HTTP 404: unknown model" in out
-    assert "no analysis (judge_not_valid_json)" in out
+    assert panel_row(out, "p/2")[3] == "failed (model_not_found): HTTP 404: unknown model"
+    assert "the judge failed (`judge_not_valid_json`)" in out
     assert ANSWER in out
     assert "! judge" in err
 
@@ -429,6 +541,16 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"langfusion {version('langfusion')}"
 
 
+def test_the_parser_loads_without_the_pipeline() -> None:
+    code = "import sys, langfusion.tools.cli; print(' '.join(sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = {name.split(".")[0] for name in done.stdout.split()}
+    heavy = {"langchain_core", "langgraph", "openai", "httpx", "pydantic", "rich"}
+    assert loaded & heavy == set()  # `langfusion --help` answers without them
+
+
 def test_the_installed_command_answers_version_and_help() -> None:
     script = Path(sys.executable).parent / "langfusion"
     assert script.exists(), "pip install -e . installs the `langfusion` console script"
@@ -445,6 +567,15 @@ def test_the_installed_command_answers_version_and_help() -> None:
 
     done = run_command(str(script), "ask", "--help")
     assert done.returncode == 0
-    for option in ("--models", "--judge", "--preset", "--max-tool-calls", "--json", "--no-web"):
+    for option in (
+        "--models",
+        "--judge",
+        "--preset",
+        "--max-tool-calls",
+        "--json",
+        "--web, --no-web",
+        "--synthesis, --no-synthesis",
+        "--judge-web-tools",
+    ):
         assert option in done.stdout
     assert "~anthropic/claude-opus-latest" in done.stdout  # the presets are spelled out

@@ -1,0 +1,97 @@
+"""A fusion result for people: the one Markdown rendering, for notebooks and the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langfusion.graph.schema import Analysis, FusionResult
+
+__all__ = ["result_markdown"]
+
+
+def result_markdown(
+    result: FusionResult, *, answer: str | None = None, responses: bool = False
+) -> str:
+    """Render a result as Markdown: the panel, the analysis and the answer.
+
+    The panel table lists every model with its tokens, seconds and the start
+    of its answer, or why it failed; the analysis table lists consensus,
+    contradictions (one row per stance), partial coverage, unique insights
+    and blind spots, each with the models it concerns.
+
+    Args:
+        result: The result of a fusion.
+        answer: The synthesis, shown last; ``None`` leaves the section out
+            (the result does not carry it), ``""`` says that none came back.
+        responses: Also show every panel model's full answer.
+
+    Returns:
+        The Markdown text.
+    """
+    blocks: list[str] = []
+    if result.status == "error":
+        blocks.append(f"**Fusion failed** (`{result.failure_reason}`): {result.error}")
+    if result.responses or result.failed_models:
+        blocks += ["## Panel", "\n".join(_panel_table(result))]
+    if responses:
+        for response in result.responses:
+            blocks += [f"### {response.model}", response.content.strip()]
+    if result.status == "ok":
+        blocks.append("## Analysis")
+        if result.analysis is None:
+            blocks.append(
+                f"_No analysis: the judge failed (`{result.failure_reason}`); "
+                "the answer was written from the panel's raw answers._"
+            )
+        else:
+            blocks.append("\n".join(_analysis_table(result.analysis)))
+        if answer is not None:
+            blocks += ["## Answer", answer.strip() or "_No answer: the synthesis failed._"]
+    total = result.usage.total.total_tokens
+    if total:
+        usage = result.usage
+        blocks.append(
+            f"_Tokens: {total:,} in all (panel {usage.panel.total_tokens:,}"
+            f" · judge {usage.judge.total_tokens:,}"
+            f" · synthesis {usage.synthesis.total_tokens:,})._"
+        )
+    return "\n\n".join(blocks) + "\n"
+
+
+def _panel_table(result: FusionResult) -> Iterator[str]:
+    yield "| model | tokens out | seconds | answer |"
+    yield "| --- | --- | --- | --- |"
+    for r in result.responses:
+        tokens = r.usage.output_tokens if r.usage else ""
+        seconds = f"{r.latency_s:.1f}" if r.latency_s is not None else ""
+        yield f"| {_cell(r.model)} | {tokens} | {seconds} | {_cell(r.content, 120)} |"
+    for f in result.failed_models:
+        yield f"| {_cell(f.model)} | | | failed ({f.failure_reason}): {_cell(f.error)} |"
+
+
+def _analysis_table(analysis: Analysis) -> Iterator[str]:
+    rows: list[tuple[str, str, str]] = []
+    rows += [("consensus", "all", point) for point in analysis.consensus]
+    rows += [
+        ("contradiction", s.model, f"{c.topic}: {s.stance}")
+        for c in analysis.contradictions
+        for s in c.stances
+    ]
+    rows += [("partial coverage", ", ".join(p.models), p.point) for p in analysis.partial_coverage]
+    rows += [("unique insight", u.model, u.insight) for u in analysis.unique_insights]
+    rows += [("blind spot", "none", point) for point in analysis.blind_spots]
+    if not rows:
+        yield "_The judge found nothing to report._"
+        return
+    yield "| kind | model | point |"
+    yield "| --- | --- | --- |"
+    yield from (f"| {kind} | {_cell(models)} | {_cell(point)} |" for kind, models, point in rows)
+
+
+def _cell(text: str, limit: int = 300) -> str:
+    """One table cell: one line, ``|`` escaped, long text cut."""
+    flat = " ".join(text.split())
+    flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return flat.replace("|", "\\|")

@@ -1,0 +1,174 @@
+"""The ``langfusion`` argument parser; its run options are derived from ``FusionContext``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from langfusion.graph.context import API_KEY_ENV, PRESETS, FusionContext
+
+# Which model runs where; every other parameter is about the model calls.
+_MODEL_CHOICES = ("analysis_models", "model", "synthesis_model", "preset")
+
+_EXAMPLES = """\
+examples:
+  langfusion ask "Where do economists disagree about a carbon tax?"
+  langfusion ask --preset budget --no-web "Compare Raft and Paxos for a 5-node cluster."
+  langfusion ask --models ~openai/gpt-latest,~google/gemini-pro-latest \\
+      --judge ~anthropic/claude-opus-latest "Review this design: ..."
+  git diff | langfusion ask - --json > review.json
+
+presets (panel -> judge):
+{presets}
+
+Without {key} and without --models or --preset, the local preset runs (the embedded
+model; needs `pip install "langfusion[local]"`).
+"""
+
+
+@dataclass(frozen=True)
+class RunOption:
+    """The command-line option of one ``FusionContext`` parameter."""
+
+    name: str
+    flag: str
+    kwargs: Mapping[str, Any]
+    listed: bool = False
+
+    def value(self, given: Any) -> Any:
+        """The parameter's value from what argparse collected."""
+        if self.listed:  # "--models a,b --models c" is ["a", "b", "c"]
+            return [slug.strip() for entry in given for slug in entry.split(",") if slug.strip()]
+        return given
+
+
+@functools.cache
+def run_options() -> tuple[RunOption, ...]:
+    """One option per ``FusionContext`` parameter, in declaration order.
+
+    Raises:
+        TypeError: A parameter whose type has no command-line form.
+    """
+    hints = get_type_hints(FusionContext)
+    return tuple(_option(f, hints[f.name]) for f in FusionContext.parameters())
+
+
+def _option(param: dataclasses.Field[Any], hint: Any) -> RunOption:
+    meta = param.metadata
+    flag = meta.get("option") or "--" + param.name.replace("_", "-")
+    kwargs: dict[str, Any] = {"dest": param.name, "default": argparse.SUPPRESS}
+    kwargs["help"] = _with_default(str(meta.get("help") or ""), param.default)
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+
+    kind = _without_none(hint)
+    listed = get_origin(kind) is Sequence and get_args(kind) == (str,)
+    if listed:
+        kwargs["action"] = "append"
+    elif kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif get_origin(kind) is Literal:
+        kwargs["choices"] = get_args(kind)
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    elif kind is not str:
+        raise TypeError(f"FusionContext.{param.name}: no command-line form for {hint!r}")
+    return RunOption(param.name, flag, kwargs, listed=listed)
+
+
+def _with_default(help_text: str, default: Any) -> str:
+    if default is None or "default" in help_text:  # the help says what None means
+        return help_text
+    shown = ("on" if default else "off") if isinstance(default, bool) else format(default, "g")
+    if help_text.endswith(")"):
+        return f"{help_text[:-1]}; default: {shown})"
+    return f"{help_text} (default: {shown})"
+
+
+def _without_none(hint: Any) -> Any:
+    if get_origin(hint) in (Union, types.UnionType):
+        rest = [arg for arg in get_args(hint) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return hint
+
+
+def context_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``FusionContext`` parameters given on the command line, and only those."""
+    given = vars(args)
+    return {o.name: o.value(given[o.name]) for o in run_options() if o.name in given}
+
+
+def in_option_terms(message: str) -> str:
+    """A ``FusionContext`` message that names a parameter, naming its option instead."""
+    for option in run_options():
+        if message.startswith(f"{option.name} "):
+            return option.flag + message[len(option.name) :]
+    return message
+
+
+def _version() -> str:
+    try:
+        return version("langfusion")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``langfusion`` argument parser, one subcommand per action.
+
+    Returns:
+        The parser; ``parse_args`` gives a namespace whose ``command`` names
+        the subcommand and which holds only the options that were given.
+    """
+    parser = argparse.ArgumentParser(
+        prog="langfusion",
+        description=(
+            "Multi-model deliberation: a panel of models answers, a judge compares their "
+            "answers, and a synthesis writes the final answer."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    presets = "\n".join(
+        f"  {name:<8} {', '.join(p.panel)}\n           -> {p.judge}" for name, p in PRESETS.items()
+    )
+    ask = commands.add_parser(
+        "ask",
+        help="run a question through the whole pipeline and show the analysis and the answer",
+        description=(
+            "Run a question through the panel, the judge and the synthesis.\n"
+            "Progress goes to stderr; the analysis and the answer (or, with --json,\n"
+            "the result JSON) to stdout."
+        ),
+        epilog=_EXAMPLES.format(presets=presets, key=API_KEY_ENV),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ask.set_defaults(command_parser=ask)
+    ask.add_argument(
+        "question", nargs="+", help="the question (several words are joined), or - to read stdin"
+    )
+
+    models = ask.add_argument_group("models")
+    calls = ask.add_argument_group("model calls")
+    for option in run_options():
+        group = models if option.name in _MODEL_CHOICES else calls
+        group.add_argument(option.flag, **option.kwargs)
+
+    output = ask.add_argument_group("output")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help='print only {"result": ..., "answer": ...} as JSON on stdout',
+    )
+    output.add_argument(
+        "--responses", action="store_true", help="also show every panel model's full answer"
+    )
+    return parser

@@ -1,0 +1,182 @@
+"""``langfusion ask``: read the question, run the graph, show its progress and its result.
+
+Only the parser is loaded up front; the pipeline, the web tools and rich's
+display are imported when a question is actually run, so that ``--help``,
+``--version`` and usage errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langfusion.graph.context import API_KEY_ENV, FusionContext
+from langfusion.tools.cli.args import build_parser, context_settings, in_option_terms
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from langfusion.graph import FusionGraph
+    from langfusion.graph.schema import FusionResult
+    from langfusion.tools.cli.progress import Mode, Progress
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+LOCAL_NOTICE = (
+    f"No {API_KEY_ENV} is set, so this runs on the small embedded local model (preset 'local'), "
+    f"a demo rather than real deliberation; for real models set {API_KEY_ENV}, "
+    "or pass --preset quality or --models."
+)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    build_graph: Callable[[], FusionGraph] | None = None,
+    console: Console | None = None,
+    err_console: Console | None = None,
+) -> int:
+    """Run the ``langfusion`` command.
+
+    Args:
+        argv: The arguments, without the program name; ``None`` reads ``sys.argv``.
+        build_graph: Builds the fusion graph to run; defaults to
+            ``build_fusion_graph(web_tools=web_tools)`` with the default model
+            registry. Pass one built with your own ``model_factory`` to run
+            against other models.
+        console: Where the analysis and the answer go (default: stdout).
+        err_console: Where progress and messages go (default: stderr).
+
+    Returns:
+        The exit status: 0 ok, 1 nothing usable or an unexpected failure,
+        2 usage error, 130 interrupted.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's way of ending: --help, --version, usage errors
+        return _exit_status(exc)
+
+    from rich.console import Console
+
+    out = console or Console(highlight=False)
+    err = err_console or Console(stderr=True, highlight=False)
+    try:
+        return _ask(args, args.command_parser, build_graph or _default_graph, out, err)
+    except SystemExit as exc:  # a usage error found after parsing: a bad value, no question
+        return _exit_status(exc)
+    except KeyboardInterrupt:
+        err.print("Interrupted.", style="yellow")
+        return EXIT_INTERRUPTED
+
+
+def _exit_status(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+
+def _default_graph() -> FusionGraph:
+    from langfusion.graph import build_fusion_graph
+    from langfusion.tools.web import web_tools
+
+    return build_fusion_graph(web_tools=web_tools)
+
+
+def _ask(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    build_graph: Callable[[], FusionGraph],
+    out: Console,
+    err: Console,
+) -> int:
+    try:
+        ctx = FusionContext.from_parameters(context_settings(args), owner="langfusion ask")
+    except ValueError as exc:
+        parser.error(in_option_terms(str(exc)))
+    question = _read_question(args.question, parser, err)
+
+    from rich.text import Text
+
+    from langfusion.graph.errors import redact
+    from langfusion.graph.schema import FusionResult
+    from langfusion.tools._sync import run_sync
+    from langfusion.tools.cli.progress import Progress
+    from langfusion.tools.cli.render import write_json, write_result
+
+    if ctx.preset is None and ctx.preset_used == "local":
+        err.print(Text(LOCAL_NOTICE, style="yellow"), soft_wrap=True)
+    if err.is_terminal and not err.is_dumb_terminal:
+        mode: Mode = "live"
+    else:
+        mode = "off" if args.json else "log"
+    progress = Progress(ctx)
+    try:
+        result, answer = run_sync(lambda: _fuse(build_graph(), question, ctx, progress, err, mode))
+    except Exception as exc:  # the program's edge: an unforeseen failure becomes one clear line
+        message = redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        err.print(Text(f"langfusion: error: {message}", style="red"), soft_wrap=True)
+        if args.json:
+            write_json(out, FusionResult.failure(message, "unexpected_error"), "")
+        return EXIT_FAILED
+
+    if args.json:
+        write_json(out, result, answer)
+    else:
+        shown = answer if ctx.synthesize else None
+        write_result(out, result, shown, responses=args.responses)
+    return EXIT_OK if result.status == "ok" else EXIT_FAILED
+
+
+def _read_question(words: list[str], parser: argparse.ArgumentParser, err: Console) -> str:
+    if words == ["-"]:
+        if sys.stdin.isatty():
+            err.print("Type the question, then press Ctrl-D.", style="dim")
+        text = sys.stdin.read()
+    else:
+        text = " ".join(words)
+    if not text.strip():
+        parser.error("the question is empty: pass it as an argument, or - to read it from stdin")
+    return text.strip()
+
+
+async def _fuse(
+    graph: FusionGraph,
+    question: str,
+    ctx: FusionContext,
+    progress: Progress,
+    err: Console,
+    mode: Mode,
+) -> tuple[FusionResult, str]:
+    from langchain_core.messages import HumanMessage
+
+    from langfusion.graph.schema import FusionResult
+    from langfusion.tools.cli.progress import Display
+
+    final: Mapping[str, Any] = {}
+    with Display(progress, err, mode) as display:
+        stream: AsyncIterator[Any] = graph.astream(
+            {"messages": [HumanMessage(question)]},
+            context=ctx,
+            stream_mode=["custom", "messages", "values"],
+        )
+        async for mode_name, payload in stream:
+            if mode_name == "custom" and isinstance(payload, Mapping):
+                display.event(payload)
+            elif mode_name == "messages":
+                chunk, metadata = payload
+                if metadata.get("langgraph_node") == "synthesize":
+                    display.token(chunk.text)
+            elif mode_name == "values":
+                final = payload
+        result = final.get("result")
+        if not isinstance(result, FusionResult):
+            raise RuntimeError("the fusion run ended without a result")
+        answer = str(final.get("answer") or "")
+        display.finish(result)
+    return result, answer
