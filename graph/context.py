@@ -134,10 +134,16 @@ class FusionContext:
         metavar="SECONDS",
     )
     judge_timeout_s: float = _param(
-        180.0, "deadline of the judge, retries included", metavar="SECONDS"
+        180.0,
+        "deadline of the judge, retries included",
+        option="--judge-timeout",
+        metavar="SECONDS",
     )
     synthesis_timeout_s: float = _param(
-        180.0, "deadline of the synthesis, retries included", metavar="SECONDS"
+        180.0,
+        "deadline of the synthesis, retries included",
+        option="--synthesis-timeout",
+        metavar="SECONDS",
     )
     synthesize: bool = _param(
         True, "write the final answer (off: stop at the analysis)", option="--synthesis"

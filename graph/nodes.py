@@ -151,7 +151,9 @@ class Nodes:
             return FusionResult.failure(classify(exc)[1], "invalid_request")
         return None
 
-    async def fan_out(self, state: FusionState, runtime: Runtime[FusionContext]) -> list[Send] | str:
+    async def fan_out(
+        self, state: FusionState, runtime: Runtime[FusionContext]
+    ) -> list[Send] | str:
         """Send the question to every panel model at once, or end a refused run."""
         if state.get("result") is not None:
             return END

@@ -389,7 +389,7 @@ def test_an_out_of_range_parameter_is_a_usage_error_naming_the_option(
     [
         (["--temperature", "3"], "--temperature must be from 0 to 2; got 3.0."),
         (["--timeout", "0"], "--timeout must be a positive number of seconds"),
-        (["--judge-timeout", "-1"], "--judge-timeout-s must be a positive number of seconds"),
+        (["--judge-timeout", "-1"], "--judge-timeout must be a positive number of seconds"),
         (["--max-tokens", "0"], "--max-tokens must be at least 1; got 0."),
         (["--synthesis-model", " "], "--synthesis-model must be a non-empty model slug"),
         (["--models", "p/1,p/1"], "--models lists p/1 more than once"),

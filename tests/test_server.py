@@ -60,14 +60,15 @@ def dev_server(
 ) -> Iterator[DevServer]:
     """``langgraph dev`` with the repository's langgraph.json, in a scratch directory.
 
-    The scratch directory holds a copy of langgraph.json and a link to graph/,
+    The scratch directory holds a copy of langgraph.json and links to graph/ and tools/,
     so the server's state (``.langgraph_api/``) lands there and a developer's
     ``.env`` is never read.
     """
     assert LANGGRAPH.exists(), "langgraph-cli[inmem] is missing: pip install -e '.[dev]'"
     workdir = tmp_path_factory.mktemp("langgraph-dev")
     shutil.copy(REPO / "langgraph.json", workdir / "langgraph.json")
-    (workdir / "graph").symlink_to(REPO / "graph", target_is_directory=True)
+    for folder in ("graph", "tools"):
+        (workdir / folder).symlink_to(REPO / folder, target_is_directory=True)
     log = workdir / "server.log"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
