@@ -226,3 +226,44 @@ async def test_the_panel_cache_is_off_unless_asked_for(
     # Deliberation wants fresh answers by default; a cache reuses the identical panel call.
     assert len(server.requests_for("p/fast")) == (1 if cached else 2)
     assert len(server.requests_for("judge/model")) == 2
+
+
+async def test_a_resumed_run_gets_a_fresh_deadline(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline of a panel call is the call's own, not a leftover of the cancelled run."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    monkeypatch.setenv("OPENROUTER_API_KEY", API_KEY)
+    server.script("p/fast", FAST_ANSWER)
+    server.script("p/slow", Reply(hang=True), SLOW_ANSWER)
+    server.script("judge/model", verdict())
+    server.script("synth/model", ANSWER)
+    graph = build_fusion_graph(
+        model_factory=ModelRegistry(base_url=server.base_url),
+        web_tools=[],
+        checkpointer=InMemorySaver(),
+    )
+    timeout_s = 1.5
+    context = FusionContext(
+        analysis_models=["p/fast", "p/slow"],
+        model="judge/model",
+        synthesis_model="synth/model",
+        timeout_s=timeout_s,
+    )
+    config: Any = {"configurable": {"thread_id": "fresh-deadline"}}
+    first = asyncio.create_task(
+        graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, config, context=context)
+    )
+    while not (server.requests_for("p/slow") and server.requests_for("p/fast")):
+        await asyncio.sleep(0.02)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # Longer than the first call's deadline: a deadline kept from it would have passed.
+    await asyncio.sleep(timeout_s + 0.5)
+
+    out = await graph.ainvoke(None, config, context=context)
+    assert out["result"].failed_models == []
+    assert [r.model for r in out["result"].responses] == ["p/fast", "p/slow"]
+    assert len(server.requests_for("p/slow")) == 2  # the cancelled call, then the resumed one
