@@ -140,3 +140,17 @@ class TestFusionToolStandard(ToolsUnitTests):
     @property
     def tool_invoke_params_example(self) -> dict[str, Any]:
         return {"prompt": "Compare Raft and Paxos for a small metadata store."}
+
+
+def test_reading_a_result_loads_no_model_stack() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, langfusion.graph.schema, langfusion.graph.context\n"
+        "print(sorted(m for m in ('langgraph', 'langchain_core', 'langchain_openai', 'openai')"
+        " if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
