@@ -58,6 +58,10 @@ _clients_lock = threading.Lock()
 # The client retries 429/5xx itself; the transport tells it not to when the
 # wait an endpoint asks for would outlast the call.
 _CALL_DEADLINE: ContextVar[float | None] = ContextVar("langfusion_call_deadline", default=None)
+# Whether panel calls made in this context stream their tokens into the graph's
+# "messages" stream (the playground shows them live). Off, a panel call is one
+# whole reply: the cheaper path every other caller takes.
+PANEL_TOKENS: ContextVar[bool] = ContextVar("langfusion_panel_tokens", default=False)
 _RETRYABLE = frozenset({408, 409, 429})
 _MAX_RETRIES = 2
 _SettingsKey = tuple[tuple[str, Any], ...]
@@ -153,8 +157,10 @@ class ModelFactory(Protocol):
 
     Settings passed by the pipeline: ``temperature``, ``max_tokens``,
     ``reasoning``, ``timeout`` (seconds), ``headers`` (extra HTTP headers,
-    ``x-fusion-depth`` among them) and ``role`` (``panel``, ``judge`` or
-    ``synthesis``). A factory ignores the settings it has no use for.
+    ``x-fusion-depth`` among them), ``role`` (``panel``, ``judge`` or
+    ``synthesis``) and, on panel calls whose tokens are shown live
+    (``PANEL_TOKENS``), ``stream=True``. A factory ignores the settings it
+    has no use for.
     """
 
     def __call__(self, slug: str, /, **settings: Any) -> BaseChatModel:
@@ -299,8 +305,9 @@ class ModelRegistry:
             default_headers=headers,
             extra_body=extra_body or None,
             stream_usage=True,
-            # Only the synthesis streams to the caller; the rest need whole replies.
-            disable_streaming=settings.get("role") != "synthesis",
+            # Only the synthesis streams to the caller (and the panel, where asked to:
+            # settings["stream"]); the rest need whole replies.
+            disable_streaming=settings.get("role") != "synthesis" and not settings.get("stream"),
             **kwargs,
         )
 

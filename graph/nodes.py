@@ -31,7 +31,13 @@ from langfusion.graph.errors import (
     classify,
 )
 from langfusion.graph.judge import Panel, fit, structured_verdict
-from langfusion.graph.models import DEPTH_HEADER, TOOLS_KEY, ModelFactory, call_deadline
+from langfusion.graph.models import (
+    DEPTH_HEADER,
+    PANEL_TOKENS,
+    TOOLS_KEY,
+    ModelFactory,
+    call_deadline,
+)
 from langfusion.graph.prompts import (
     JUDGE_NOTES,
     JUDGE_RESPONSE,
@@ -100,6 +106,8 @@ class Nodes:
                 "max_tokens": ctx.max_completion_tokens,
                 "timeout": ctx.timeout_s,
             }
+            if PANEL_TOKENS.get():
+                settings["stream"] = True
         elif role == "judge":
             settings |= {"temperature": 0.0, "timeout": ctx.judge_timeout_s}
         else:
@@ -194,7 +202,9 @@ class Nodes:
         model = self.model(ctx, slug, "panel", task["depth"])
         tools = self.web_tools if ctx.web_tools and _takes_tools(model) else ()
         started = time.monotonic()
-        config = child_config(task["depth"], task["fusion_id"], "panel", slug, nostream=True)
+        config = child_config(
+            task["depth"], task["fusion_id"], "panel", slug, nostream=not PANEL_TOKENS.get()
+        )
         try:
             with active(task["depth"]):
                 async with call_deadline(ctx.timeout_s):

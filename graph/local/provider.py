@@ -59,7 +59,7 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
             "seed": 1000 + index,
         },
         stream_usage=True,
-        disable_streaming=role != "synthesis",
+        disable_streaming=role != "synthesis" and not settings.get("stream"),
         # A 270M base model cannot drive web tools; their schemas would only
         # crowd its small context.
         metadata={
