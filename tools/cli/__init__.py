@@ -4,6 +4,7 @@
 
     langfusion ask "Where do economists disagree about a carbon tax?"
     echo "Is nuclear power safer per TWh than wind?" | langfusion ask - --preset budget --json
+    langfusion serve    # the playground: a local web page on http://127.0.0.1:8765/
 
 While the run goes, one line per panel model, the judge and the synthesis
 shows what each is doing (on stderr, live when it is a terminal); then the

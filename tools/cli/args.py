@@ -32,6 +32,18 @@ model; needs `pip install "langfusion[local]"`).
 """
 
 
+DEFAULT_PORT = 8765
+
+_SERVE_EXAMPLES = """\
+examples:
+  langfusion serve                      # then open http://127.0.0.1:8765/
+  langfusion serve --preset budget --no-web --port 9000
+
+Without {key} the local preset runs the embedded model; with it set, the page can
+use any OpenRouter model. The key is never sent to the browser.
+"""
+
+
 @dataclass(frozen=True)
 class RunOption:
     """The command-line option of one ``FusionContext`` parameter."""
@@ -156,11 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "question", nargs="+", help="the question (several words are joined), or - to read stdin"
     )
 
-    models = ask.add_argument_group("models")
-    calls = ask.add_argument_group("model calls")
-    for option in run_options():
-        group = models if option.name in _MODEL_CHOICES else calls
-        group.add_argument(option.flag, **option.kwargs)
+    _add_run_options(ask)
 
     output = ask.add_argument_group("output")
     output.add_argument(
@@ -171,4 +179,41 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--responses", action="store_true", help="also show every panel model's full answer"
     )
+
+    serve = commands.add_parser(
+        "serve",
+        help="start the playground: a local web page to ask and watch the panel deliberate",
+        description=(
+            "Serve the fusion playground on this machine. The page asks a question, shows\n"
+            "each panel model's answer as it streams, the judge and the synthesis, then the\n"
+            "analysis, the answers and the usage; earlier runs are kept and can be reopened.\n"
+            "The model options are the page's defaults; the API key stays on the server."
+        ),
+        epilog=_SERVE_EXAMPLES.format(key=API_KEY_ENV),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.set_defaults(command_parser=serve)
+    server = serve.add_argument_group("server")
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    server.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any)"
+    )
+    server.add_argument(
+        "--db",
+        metavar="PATH",
+        help="SQLite file of the runs (default: ~/.local/state/langfusion/playground.sqlite)",
+    )
+    _add_run_options(serve)
     return parser
+
+
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    models = command.add_argument_group("models")
+    calls = command.add_argument_group("model calls")
+    for option in run_options():
+        group = models if option.name in _MODEL_CHOICES else calls
+        group.add_argument(option.flag, **option.kwargs)

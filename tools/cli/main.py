@@ -1,4 +1,4 @@
-"""``langfusion ask``: read the question, run the graph, show its progress and its result.
+"""``langfusion ask`` (run a question, show its progress and its result) and ``langfusion serve``.
 
 Only the parser is loaded up front; the pipeline, the web tools and rich's
 display are imported when a question is actually run, so that ``--help``,
@@ -69,6 +69,8 @@ def main(
     out = console or Console(highlight=False)
     err = err_console or Console(stderr=True, highlight=False)
     try:
+        if args.command == "serve":
+            return _serve(args, args.command_parser, build_graph, out, err)
         return _ask(args, args.command_parser, build_graph or _default_graph, out, err)
     except SystemExit as exc:  # a usage error found after parsing: a bad value, no question
         return _exit_status(exc)
@@ -122,7 +124,9 @@ def _ask(
         message = redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
         err.print(Text(f"langfusion: error: {message}", style="red"), soft_wrap=True)
         if args.json:
-            write_json(out, FusionResult.failure(message, "unexpected_error"), "")
+            # No reason of the closed set fits a failure nobody foresaw: the
+            # result says what happened and claims no reason.
+            write_json(out, FusionResult(status="error", error=message), "")
         return EXIT_FAILED
 
     if args.json:
@@ -131,6 +135,49 @@ def _ask(
         shown = answer if ctx.synthesize else None
         write_result(out, result, shown, responses=args.responses)
     return EXIT_OK if result.status == "ok" else EXIT_FAILED
+
+
+def _serve(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    build_graph: Callable[[], FusionGraph] | None,
+    out: Console,
+    err: Console,
+) -> int:
+    settings = context_settings(args)
+    try:
+        ctx = FusionContext.from_parameters(settings, owner="langfusion serve")
+    except ValueError as exc:
+        parser.error(in_option_terms(str(exc)))
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be from 0 to 65535; got {args.port}.")
+
+    from rich.text import Text
+
+    from langfusion.tools.playground import bind, create_app, serve, url_of
+    from langfusion.tools.playground.guard import LOOPBACK_NAMES
+
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        err.print(Text(f"langfusion: error: cannot listen on {args.host}:{args.port}: {reason}"))
+        return EXIT_FAILED
+    app = create_app(build_graph=build_graph, defaults=settings, db=args.db, host=args.host)
+    if ctx.preset is None and ctx.preset_used == "local":
+        err.print(Text(LOCAL_NOTICE, style="yellow"), soft_wrap=True)
+    if args.host not in (*LOOPBACK_NAMES, "::1"):
+        err.print(
+            Text(
+                f"Listening on {args.host}: anyone who can reach it can run fusions on this "
+                "server's API key.",
+                style="yellow",
+            ),
+            soft_wrap=True,
+        )
+    out.print(Text(f"langfusion playground: {url_of(sock)}  (Ctrl-C stops it)"), soft_wrap=True)
+    serve(app, sock)
+    return EXIT_OK
 
 
 def _read_question(words: list[str], parser: argparse.ArgumentParser, err: Console) -> str:
