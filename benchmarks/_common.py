@@ -27,16 +27,19 @@ for _name in ("LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING", "OPENROUTER_BASE_URL"
 
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import operator  # noqa: E402
 import platform  # noqa: E402
 import string  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from importlib.metadata import version  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Annotated, Any, TypedDict  # noqa: E402
+
+from langgraph.types import Send  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUESTION = "Where do economists disagree about the growth effects of a carbon tax?"
@@ -110,6 +113,89 @@ def spread(n: int, low: float, high: float, prefix: str = "bench/p") -> dict[str
     return {f"{prefix}{i}": round(low + i * step, 4) for i in range(n)}
 
 
+def judge_prompt(answers: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
+    """The judge prompt over ``(slug, text)`` answers in order, and its labels."""
+    from langfusion.graph.prompts import JUDGE_RESPONSE, JUDGE_USER
+
+    letters = string.ascii_uppercase[: len(answers)]
+    labels = {f"Response {c}": slug for c, (slug, _) in zip(letters, answers, strict=True)}
+    prompt = JUDGE_USER.format(
+        question=QUESTION,
+        responses="\n\n".join(
+            JUDGE_RESPONSE.format(label=label, content=text)
+            for label, (_, text) in zip(labels, answers, strict=True)
+        ),
+    )
+    return prompt, labels
+
+
+def synthesis_prompt(verdict: Any, labels: dict[str, str], answers: list[tuple[str, str]]) -> str:
+    """The synthesis prompt from the judge's parsed verdict."""
+    from langfusion.graph import JudgeVerdict
+    from langfusion.graph.prompts import JUDGE_RESPONSE, SYNTHESIS_USER
+
+    analysis = JudgeVerdict.model_validate(verdict).analysis().relabel(labels)
+    return SYNTHESIS_USER.format(
+        question=QUESTION,
+        analysis=analysis.model_dump_json(indent=1),
+        responses="\n\n".join(
+            JUDGE_RESPONSE.format(label=slug, content=text) for slug, text in answers
+        ),
+    )
+
+
+def bare_graph(
+    slugs: list[str],
+    panel_call: Callable[[str], Awaitable[tuple[str, str]]],
+    judge_call: Callable[[list[tuple[str, str]]], Awaitable[str]],
+    synthesis_call: Callable[[str], Awaitable[str]],
+) -> Any:
+    """A minimal LangGraph graph of the fusion graph's shape around the given calls.
+
+    Six nodes (prepare, analyze, tally, judge, synthesize, report), a ``Send``
+    per panelist, each node doing nothing but its call: LangGraph's own cost.
+    """
+    from langgraph.graph import START, StateGraph
+
+    async def nothing(state: BareState) -> dict[str, Any]:
+        return {}
+
+    async def fan_out(state: BareState) -> list[Send]:
+        return [Send("analyze", slug) for slug in slugs]
+
+    async def analyze(slug: str) -> dict[str, Any]:
+        return {"replies": [await panel_call(slug)]}
+
+    async def judge(state: BareState) -> dict[str, Any]:
+        return {"synthesis_prompt": await judge_call(state["replies"])}
+
+    async def synthesize(state: BareState) -> dict[str, Any]:
+        return {"answer": await synthesis_call(state["synthesis_prompt"])}
+
+    builder = StateGraph(BareState)
+    builder.add_node("prepare", nothing)
+    builder.add_node("analyze", analyze)  # type: ignore[type-var]
+    builder.add_node("tally", nothing)
+    builder.add_node("judge", judge)
+    builder.add_node("synthesize", synthesize)
+    builder.add_node("report", nothing)
+    builder.add_edge(START, "prepare")
+    builder.add_conditional_edges("prepare", fan_out, ["analyze"])
+    builder.add_edge("analyze", "tally")
+    builder.add_edge("tally", "judge")
+    builder.add_edge("judge", "synthesize")
+    builder.add_edge("synthesize", "report")
+    return builder.compile()
+
+
+class BareState(TypedDict, total=False):
+    """The state of ``bare_graph``."""
+
+    replies: Annotated[list[tuple[str, str]], operator.add]
+    synthesis_prompt: str
+    answer: str
+
+
 class Fusion:
     """The graph."""
 
@@ -152,7 +238,9 @@ class FloorA:
 
     name = "floor_a"
 
-    def __init__(self, base_url: str, scenario: Scenario, timeout_s: float = 180.0) -> None:
+    def __init__(
+        self, base_url: str, scenario: Scenario, timeout_s: float = 180.0, max_retries: int = 0
+    ) -> None:
         from langchain_openai import ChatOpenAI
 
         from langfusion.graph import judge_schema
@@ -164,7 +252,7 @@ class FloorA:
                 model=slug,
                 base_url=base_url,
                 api_key="sk-bench-not-a-real-key",  # type: ignore[arg-type]
-                max_retries=0,
+                max_retries=max_retries,
                 timeout=timeout_s,
                 default_headers=DEPTH_HEADERS,
                 stream_usage=True,
@@ -177,42 +265,36 @@ class FloorA:
         )
         self.synth = model(SYNTH)
 
-    async def run(self) -> str:
+    async def panel_call(self, slug: str, model: Any) -> tuple[str, str]:
         from langchain_core.messages import HumanMessage, SystemMessage
 
-        from langfusion.graph import JudgeVerdict
-        from langfusion.graph.prompts import (
-            JUDGE_RESPONSE,
-            JUDGE_SYSTEM,
-            JUDGE_USER,
-            PANEL_SYSTEM,
-            SYNTHESIS_SYSTEM,
-            SYNTHESIS_USER,
-        )
+        from langfusion.graph.prompts import PANEL_SYSTEM
 
-        question = [SystemMessage(PANEL_SYSTEM), HumanMessage(QUESTION)]
-        replies = await asyncio.gather(*(m.ainvoke(question) for _, m in self.panel))
-        answers = [(slug, reply.text) for (slug, _), reply in zip(self.panel, replies, strict=True)]
-        letters = string.ascii_uppercase[: len(answers)]
-        labels = {f"Response {c}": slug for c, (slug, _) in zip(letters, answers, strict=True)}
-        prompt = JUDGE_USER.format(
-            question=QUESTION,
-            responses="\n\n".join(
-                JUDGE_RESPONSE.format(label=label, content=text)
-                for label, (_, text) in zip(labels, answers, strict=True)
-            ),
-        )
+        reply = await model.ainvoke([SystemMessage(PANEL_SYSTEM), HumanMessage(QUESTION)])
+        return slug, reply.text
+
+    async def judge_call(self, answers: list[tuple[str, str]]) -> str:
+        """The judge's call; returns the synthesis prompt built from its verdict."""
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        from langfusion.graph.prompts import JUDGE_SYSTEM
+
+        prompt, labels = judge_prompt(answers)
         out = await self.judge.ainvoke([SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)])
-        analysis = JudgeVerdict.model_validate(out["parsed"]).analysis().relabel(labels)
-        prompt = SYNTHESIS_USER.format(
-            question=QUESTION,
-            analysis=analysis.model_dump_json(indent=1),
-            responses="\n\n".join(
-                JUDGE_RESPONSE.format(label=slug, content=text) for slug, text in answers
-            ),
-        )
+        return synthesis_prompt(out["parsed"], labels, answers)
+
+    async def synthesis_call(self, prompt: str) -> str:
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        from langfusion.graph.prompts import SYNTHESIS_SYSTEM
+
         reply = await self.synth.ainvoke([SystemMessage(SYNTHESIS_SYSTEM), HumanMessage(prompt)])
-        return reply.text
+        text: str = reply.text
+        return text
+
+    async def run(self) -> str:
+        answers = await asyncio.gather(*(self.panel_call(s, m) for s, m in self.panel))
+        return await self.synthesis_call(await self.judge_call(list(answers)))
 
     async def check(self) -> None:
         if not await self.run():
@@ -220,6 +302,31 @@ class FloorA:
 
     async def close(self) -> None:
         return None  # the pool is langchain-openai's shared default client
+
+
+class FloorALangGraph(FloorA):
+    """Floor (a)'s calls inside a minimal LangGraph graph of the fusion graph's shape.
+
+    What LangGraph's orchestration costs by itself over the same HTTP calls:
+    the fusion graph minus this is what langfusion's nodes add.
+    """
+
+    name = "floor_a_langgraph"
+
+    def __init__(self, base_url: str, scenario: Scenario) -> None:
+        super().__init__(base_url, scenario)
+        models = dict(self.panel)
+        self.graph = bare_graph(
+            list(models),
+            lambda slug: self.panel_call(slug, models[slug]),
+            self.judge_call,
+            self.synthesis_call,
+        )
+
+    async def run(self) -> str:
+        out = await self.graph.ainvoke({"replies": []})
+        text: str = out["answer"]
+        return text
 
 
 class FloorB:
@@ -286,6 +393,12 @@ def make(name: str, base_url: str, scenario: Scenario, bodies: dict[str, Any] | 
         return Fusion(base_url, scenario)
     if name == "floor_a":
         return FloorA(base_url, scenario)
+    if name == FloorALangGraph.name:
+        return FloorALangGraph(base_url, scenario)
+    if name == FLOOR_A_RETRIES:
+        impl = FloorA(base_url, scenario, max_retries=2)
+        impl.name = FLOOR_A_RETRIES
+        return impl
     if name == "floor_b":
         if bodies is None:
             raise ValueError("floor_b needs the captured bodies")
@@ -294,6 +407,9 @@ def make(name: str, base_url: str, scenario: Scenario, bodies: dict[str, Any] | 
 
 
 IMPLS = ("fusion", "floor_a", "floor_b")
+# Floor (a) with the client retries the graph's models have (max_retries=2):
+# what retries cost when nothing fails.
+FLOOR_A_RETRIES = "floor_a_retries"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

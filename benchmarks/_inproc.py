@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
+import itertools
 import json
-import string
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
-from benchmarks._common import QUESTION
+from benchmarks._common import QUESTION, bare_graph, judge_prompt, synthesis_prompt
 from benchmarks.server import VERDICT, prose
 
 
@@ -59,86 +58,85 @@ def factory(slug: str, /, **settings: Any) -> BaseChatModel:
     return MODELS[slug]
 
 
-def graph_runner(*, async_routing: bool = False) -> Callable[[], Awaitable[Any]]:
-    """The graph over instant models; ``async_routing`` makes ``fan_out``/``report`` async.
+def graph_runner(*, durable: bool = False) -> Callable[[], Awaitable[Any]]:
+    """The graph over instant models; ``durable`` compiles it with an ``InMemorySaver``.
 
-    LangGraph runs a sync node or edge function in the default thread pool;
-    ``async_routing`` is the proposed change to ``graph/fusion.py``, applied
-    here by wrapping the two methods while the graph is built.
+    A durable run writes a checkpoint after every superstep (one thread per
+    run here), which is what ``checkpointer=`` costs on top of the graph.
     """
+    from langgraph.checkpoint.memory import InMemorySaver
+
     from langfusion.graph import FusionContext, build_fusion_graph
-    from langfusion.graph import fusion as fusion_module
 
-    pipeline = fusion_module._Pipeline
-    original = pipeline.fan_out, pipeline.report
-    if async_routing:
-        fan_out, report = original
-
-        async def async_fan_out(self: Any, state: Any, runtime: Any) -> Any:
-            out = fan_out(self, state, runtime)
-            return await out if inspect.isawaitable(out) else out
-
-        async def async_report(self: Any, state: Any, runtime: Any) -> Any:
-            out = report(self, state, runtime)
-            return await out if inspect.isawaitable(out) else out
-
-        pipeline.fan_out, pipeline.report = async_fan_out, async_report  # type: ignore[assignment]
-    try:
-        graph = build_fusion_graph(model_factory=factory, web_tools=[])
-    finally:
-        pipeline.fan_out, pipeline.report = original  # type: ignore[method-assign]
+    graph = build_fusion_graph(
+        model_factory=factory, web_tools=[], checkpointer=InMemorySaver() if durable else None
+    )
     context = FusionContext(
         analysis_models=PANEL,
         model="inproc/judge",
         synthesis_model="inproc/synth",
         web_tools=False,
     )
+    runs = itertools.count()
 
     async def run() -> Any:
-        out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context)
+        config: RunnableConfig = (
+            {"configurable": {"thread_id": f"bench-{next(runs)}"}} if durable else {}
+        )
+        out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, config, context=context)
         assert out["result"].status == "ok" and out["answer"]
         return out
 
     return run
 
 
+_JUDGE = MODELS["inproc/judge"].with_structured_output(None, include_raw=True)
+
+
+async def _panel_call(slug: str) -> tuple[str, str]:
+    from langfusion.graph.prompts import PANEL_SYSTEM
+
+    reply = await MODELS[slug].ainvoke([SystemMessage(PANEL_SYSTEM), HumanMessage(QUESTION)])
+    return slug, reply.text
+
+
+async def _judge_call(answers: list[tuple[str, str]]) -> str:
+    """The judge's call; returns the synthesis prompt built from its verdict."""
+    from langfusion.graph.prompts import JUDGE_SYSTEM
+
+    prompt, labels = judge_prompt(answers)
+    out = await _JUDGE.ainvoke([SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)])
+    return synthesis_prompt(out["parsed"], labels, answers)
+
+
+async def _synthesis_call(prompt: str) -> str:
+    from langfusion.graph.prompts import SYNTHESIS_SYSTEM
+
+    synth = MODELS["inproc/synth"]
+    return (await synth.ainvoke([SystemMessage(SYNTHESIS_SYSTEM), HumanMessage(prompt)])).text
+
+
 def floor_runner() -> Callable[[], Awaitable[Any]]:
     """The same calls and prompts with ``asyncio.gather``: floor (a) without HTTP."""
-    from langfusion.graph import JudgeVerdict
-    from langfusion.graph.prompts import (
-        JUDGE_RESPONSE,
-        JUDGE_SYSTEM,
-        JUDGE_USER,
-        PANEL_SYSTEM,
-        SYNTHESIS_SYSTEM,
-        SYNTHESIS_USER,
-    )
-
-    judge = MODELS["inproc/judge"].with_structured_output(None, include_raw=True)
 
     async def run() -> str:
-        question = [SystemMessage(PANEL_SYSTEM), HumanMessage(QUESTION)]
-        replies = await asyncio.gather(*(MODELS[slug].ainvoke(question) for slug in PANEL))
-        letters = string.ascii_uppercase[: len(PANEL)]
-        labels = {f"Response {c}": slug for c, slug in zip(letters, PANEL, strict=True)}
-        prompt = JUDGE_USER.format(
-            question=QUESTION,
-            responses="\n\n".join(
-                JUDGE_RESPONSE.format(label=label, content=reply.text)
-                for label, reply in zip(labels, replies, strict=True)
-            ),
-        )
-        out = await judge.ainvoke([SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)])
-        analysis = JudgeVerdict.model_validate(out["parsed"]).analysis().relabel(labels)
-        prompt = SYNTHESIS_USER.format(
-            question=QUESTION,
-            analysis=analysis.model_dump_json(indent=1),
-            responses="\n\n".join(
-                JUDGE_RESPONSE.format(label=slug, content=reply.text)
-                for slug, reply in zip(PANEL, replies, strict=True)
-            ),
-        )
-        synth = MODELS["inproc/synth"]
-        return (await synth.ainvoke([SystemMessage(SYNTHESIS_SYSTEM), HumanMessage(prompt)])).text
+        answers = list(await asyncio.gather(*(_panel_call(slug) for slug in PANEL)))
+        return await _synthesis_call(await _judge_call(answers))
+
+    return run
+
+
+def bare_graph_runner() -> Callable[[], Awaitable[Any]]:
+    """The same calls in a minimal LangGraph graph of the fusion graph's shape.
+
+    What LangGraph's orchestration costs by itself; the fusion graph minus
+    this is what langfusion's nodes add (depth, ids, deadlines, labels, the result).
+    """
+    graph = bare_graph(PANEL, _panel_call, _judge_call, _synthesis_call)
+
+    async def run() -> Any:
+        out = await graph.ainvoke({"replies": []})
+        assert out["answer"]
+        return out
 
     return run

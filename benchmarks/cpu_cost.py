@@ -4,22 +4,29 @@ Measures, in one run and interleaved round by round, the graph against two
 floors that make the same HTTP calls: (a) pre-built ``ChatOpenAI`` models +
 ``asyncio.gather`` + a pre-built ``with_structured_output`` judge + the
 synthesis; (b) one pooled ``aiohttp`` session posting the graph's own request
-bodies. Fusions run one at a time; the server runs in its own process, so
+bodies. A third, ``floor_a_langgraph``, makes floor (a)'s calls inside a
+minimal LangGraph graph of the fusion graph's shape: the graph minus it is
+what langfusion's nodes add, it minus floor (a) what LangGraph's orchestration
+adds. Fusions run one at a time; the server runs in its own process, so
 the client's CPU time per fusion (``time.process_time``) is the pure cost of
 one fusion on the caller's side.
 
 Then the graph's own cost without HTTP: the same pipeline over in-process
-instant models against ``asyncio.gather`` over the same models, and with
-``fan_out``/``report`` made async (the proposed change to ``graph/fusion.py``).
+instant models against ``asyncio.gather`` over the same models, a minimal
+LangGraph graph of the same shape making the same calls (LangGraph's own
+share), and the graph compiled with an ``InMemorySaver`` (what a durable run
+adds).
 
 Then profiles the graph: a per-package breakdown of the client's CPU
 (cProfile self time, graph minus floor (a)) and a pyinstrument call tree,
 written to ``benchmarks/results/cpu_cost_profile.txt``.
 
-``--pool sdk`` runs the graph on ``openai.DefaultAsyncHttpxClient`` (the
-proposed change to ``graph/models.py``).
+``--pool sdk`` runs the graph on ``openai.DefaultAsyncHttpxClient`` instead
+of the pool ``graph/models.py`` builds; ``--retry-floor`` adds floor (a) with
+``max_retries=2`` (the graph's client retries) to the interleaved rounds.
 
-    python -m benchmarks.cpu_cost [--rounds 8 --fusions 25 --profile-fusions 60] [--pool sdk]
+    python -m benchmarks.cpu_cost [--rounds 8 --fusions 25 --profile-fusions 60]
+        [--pool sdk] [--retry-floor]
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ from typing import Any
 import psutil
 
 from benchmarks._common import (
+    FLOOR_A_RETRIES,
     IMPLS,
     RESULTS,
+    FloorALangGraph,
     Scenario,
     capture_bodies,
     make,
@@ -57,10 +66,13 @@ def scenario() -> Scenario:
     return Scenario(panel=spread(8, 0.0, 0.0), answer_chars=400)
 
 
-async def measure(server: ServerProcess, rounds: int, fusions: int) -> dict[str, Any]:
+async def measure(
+    server: ServerProcess, rounds: int, fusions: int, retry_floor: bool = False
+) -> dict[str, Any]:
     sc = scenario()
     bodies = await capture_bodies(server, sc)
-    impls = {name: make(name, server.base_url, sc, bodies) for name in IMPLS}
+    names = (*IMPLS, FloorALangGraph.name, *((FLOOR_A_RETRIES,) if retry_floor else ()))
+    impls = {name: make(name, server.base_url, sc, bodies) for name in names}
     for impl in impls.values():
         await impl.check()
         for _ in range(10):
@@ -166,12 +178,13 @@ async def tree(server: ServerProcess, fusions: int) -> str:
 
 
 async def in_process(rounds: int, fusions: int) -> dict[str, Any]:
-    """CPU per fusion with no HTTP: graph, graph with async routing, asyncio floor."""
-    from benchmarks._inproc import floor_runner, graph_runner
+    """CPU per fusion with no HTTP: graph, durable graph, bare LangGraph, asyncio floor."""
+    from benchmarks._inproc import bare_graph_runner, floor_runner, graph_runner
 
     runners = {
         "fusion": graph_runner(),
-        "fusion, async fan_out/report": graph_runner(async_routing=True),
+        "fusion, InMemorySaver": graph_runner(durable=True),
+        "bare LangGraph, same shape": bare_graph_runner(),
         "asyncio.gather floor": floor_runner(),
     }
     for run in runners.values():
@@ -193,11 +206,13 @@ async def in_process(rounds: int, fusions: int) -> dict[str, Any]:
     }
 
 
-async def main(rounds: int, fusions: int, profile_fusions: int, pool: str) -> dict[str, Any]:
+async def main(
+    rounds: int, fusions: int, profile_fusions: int, pool: str, retry_floor: bool = False
+) -> dict[str, Any]:
     if pool == "sdk":
         use_sdk_pool()
     with ServerProcess() as server:
-        data = await measure(server, rounds, fusions)
+        data = await measure(server, rounds, fusions, retry_floor)
         data["graph_pool"] = pool
         print("measured over HTTP; measuring in process", flush=True)
         data["in_process"] = await in_process(rounds, fusions * 4)
@@ -294,6 +309,14 @@ def report(data: dict[str, Any]) -> None:
     )
     print("\nclient CPU self time by package, ms per fusion (under cProfile, so inflated):")
     print(table(["package", "fusion", "floor_a", "extra"], rows))
+    lg = impls.get(FloorALangGraph.name)
+    if lg:
+        cpu = {k: v["cpu_ms_per_fusion"]["median"] for k, v in impls.items()}
+        print(
+            f"\nclient CPU over floor (a): {cpu['fusion'] - cpu['floor_a']:.2f} ms per fusion, "
+            f"of which LangGraph's orchestration {cpu[FloorALangGraph.name] - cpu['floor_a']:.2f}"
+            f" ms and langfusion's nodes {cpu['fusion'] - cpu[FloorALangGraph.name]:.2f} ms"
+        )
     ratio = impls["fusion"]["wall_ms"]["median"] / a["wall_ms"]["median"]
     print(
         f"\ntarget: fusion within {TARGET}x of floor (a) (median wall): {ratio:.2f}x -> "
@@ -313,8 +336,15 @@ if __name__ == "__main__":
         default="graph",
         help="the graph's pool: as graph/models.py builds it, or the SDK's",
     )
+    parser.add_argument(
+        "--retry-floor",
+        action="store_true",
+        help=f"also run floor (a) with max_retries=2, as {FLOOR_A_RETRIES}",
+    )
     parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
-    data = asyncio.run(main(args.rounds, args.fusions, args.profile_fusions, args.pool))
+    data = asyncio.run(
+        main(args.rounds, args.fusions, args.profile_fusions, args.pool, args.retry_floor)
+    )
     report(data)
     write_results("cpu_cost" + (f"_{args.tag}" if args.tag else ""), data)

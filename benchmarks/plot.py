@@ -62,7 +62,9 @@ def main() -> Path:
         sdk = _load("concurrency_sdk-pool")
         series = [(name, conc, COLOURS[name], LABELS[name], "-") for name in COLOURS]
         if sdk:
-            series.append(("fusion", sdk, "tab:purple", "fusion graph, SDK pool (proposed)", "--"))
+            series.append(
+                ("fusion", sdk, "tab:purple", "fusion graph on the SDK's default pool", "--")
+            )
         for name, data, colour, label, line in series:
             runs = [r for r in data["runs"] if r["impl"] == name]
             done = [r for r in runs if r["completed"] and not r.get("stuck")]

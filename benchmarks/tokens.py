@@ -84,7 +84,7 @@ def _seed(slug: str) -> int:
 
 
 async def main() -> dict[str, Any]:
-    from langfusion.graph.fusion import MAX_ANSWER_CHARS_FOR_JUDGE
+    from langfusion.graph.judge import MAX_ANSWER_CHARS_FOR_JUDGE
 
     name, count = tokenizer()
     runs = []
