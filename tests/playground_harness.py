@@ -97,6 +97,7 @@ class Playground:
 
     def __init__(self, server: OpenAIServer, db: Path, **defaults: Any) -> None:
         registry = ModelRegistry(base_url=server.base_url)
+        self.db = db
         self.app = create_app(
             build_graph=lambda: build_fusion_graph(model_factory=registry, web_tools=[]),
             defaults={**DEFAULTS, **defaults},

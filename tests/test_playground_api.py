@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from fnmatch import fnmatch
@@ -371,3 +372,47 @@ def test_langfusion_serve_serves_the_page_with_its_options_as_defaults(
     assert 'id="ask-form"' in page
     assert process.returncode == 130, err
     assert SECRET not in json.dumps(seen) + json.dumps(config) + err
+
+
+@pytest.mark.local_model
+def test_serve_runs_the_embedded_model_out_of_the_box(tmp_path: Path) -> None:
+    from tests.test_local_e2e import llama_servers
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    argv = [sys.executable, "-m", "langfusion.tools.cli", "serve", "--port", "0"]
+    argv += ["--db", str(tmp_path / "runs.sqlite")]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[2].rstrip("/")
+        with httpx.Client(base_url=url, trust_env=False, timeout=600) as client:
+            config = client.get("/api/config").json()
+            seen = list(events(client, start(client)))
+        ours = {pid for pid in llama_servers() if _parent(pid) == process.pid}
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert config["api_key_set"] is False and config["resolved"]["preset"] == "local"
+    finished = seen[-1]
+    assert finished["state"] == "done", finished
+    result = finished["result"]
+    assert result["status"] == "ok" and result["analysis"] is not None, result
+    assert finished["answer"].strip()
+    for model in config["resolved"]["panel"]:  # the embedded model's answers stream in
+        assert len([e for e in seen if e["type"] == "token" and e["model"] == model]) > 1
+    assert "local" in err  # the notice that this is the small embedded model
+    assert ours, "the embedded server ran as the playground's child"
+    deadline = time.monotonic() + 10
+    while ours & llama_servers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not ours & llama_servers(), "the llama.cpp server outlived the playground"
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rpartition(")")[2].split()[1])

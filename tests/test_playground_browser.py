@@ -9,16 +9,19 @@ aborted and recorded, which fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from langfusion.tools.playground.store import RunStore
 from tests.fakes import verdict
 from tests.openai_server import Reply
 from tests.playground_harness import SECRET, Playground, WatchingServer, scripted_server, wait_for
@@ -310,3 +313,72 @@ def test_closing_the_tab_cancels_the_run_and_its_model_calls(
     assert run["state"] == "cancelled"
     assert server.requests_for("judge/model") == []
     assert json.dumps(run).count(SECRET) == 0
+
+
+def test_the_page_shows_what_the_result_carries(page: Any, playground: Playground) -> None:
+    """A recorded run whose result has every additive field: meta, citations, statuses, cost."""
+    usage = {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18, "cost": 0.0012}
+    result = {
+        "status": "ok",
+        "analysis": {
+            "consensus": ["one claim"],
+            "contradictions": [],
+            "partial_coverage": [],
+            "unique_insights": [],
+            "blind_spots": [],
+        },
+        "analysis_meta": {
+            "responses_compared": 1,
+            "degraded": "single_response",
+            "dropped_citations": [{"section": "unique_insights", "cited": "Response Z"}],
+            "repaired": True,
+        },
+        "citations": [
+            {"url": "https://example.org/a", "title": "<b>A</b> page", "models": ["p/fast"]},
+            {"url": "javascript:alert(1)", "title": "not a link", "models": ["p/fast"]},
+        ],
+        "responses": [{"model": "p/fast", "content": "fine", "usage": usage, "latency_s": 0.2}],
+        "failed_models": [
+            {
+                "model": "p/busy",
+                "error": "slow down",
+                "failure_reason": "rate_limited",
+                "status_code": 429,
+            }
+        ],
+        "judge_model": "judge/model",
+        "judge_usage": usage,
+        "usage": {"panel": usage, "judge": usage, "synthesis": usage, "total": usage},
+    }
+    settings = {"panel": ["p/fast", "p/busy"], "judge": "judge/model", "synthesize": True}
+    started = {"type": "started", "id": "feed", "question": QUESTION, "created": 1.0}
+    started |= settings | {"synthesizer": "judge/model"}
+
+    async def record() -> None:
+        store = RunStore(playground.db)
+        await store.create("feed", 1.0, QUESTION, settings)
+        events = [started, {"type": "progress", "event": "panel_started", "model": "p/fast"}]
+        await store.finish(
+            "feed", state="done", events=events, result=result, answer="ok", error=None
+        )
+        store.close()
+
+    # Playwright's sync API holds this thread's event loop: record from another thread.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, record()).result()
+    page.goto(playground.url + "/#run=feed")
+    assert wait_finished(page) == "done"
+    banners = " ".join(texts(page, "#banners .banner"))
+    assert "only 1 answer was compared" in banners
+    assert "Response Z (unique_insights)" in banners and "1 citation named no panelist" in banners
+    assert "repaired" in banners
+    links = page.locator("#citations a")
+    assert links.count() == 1 and links.get_attribute("href") == "https://example.org/a"
+    assert links.inner_text() == "<b>A</b> page"  # a model-written title is text too
+    assert "not a link" in page.locator("#citations").inner_text()
+    assert "— p/fast" in page.locator("#citations li").first.inner_text()
+    busy = page.locator(card("p/busy", ".status")).inner_text()
+    assert busy == "failed: rate_limited (HTTP 429): slow down"
+    assert page.get_attribute(card("p/busy"), "data-state") == "failed"
+    cost = page.locator('#usage-table tr[data-step="panel"] td').last.inner_text()
+    assert cost == "$0.0012"

@@ -360,7 +360,7 @@ function showResult(result) {
     }
     const dropped = meta.dropped_citations || [];
     if (dropped.length) {
-      const what = dropped.map((d) => (typeof d === "string" ? d : Object.values(d).join(" · "))).join("; ");
+      const what = dropped.map((d) => (typeof d === "string" ? d : d.cited ? `${d.cited} (${d.section})` : JSON.stringify(d))).join("; ");
       banner("warning", `${dropped.length} citation${dropped.length === 1 ? "" : "s"} named no panelist and ${dropped.length === 1 ? "was" : "were"} dropped: ${what}`);
     }
     if (meta.repaired) banner("info", "The judge's output was not clean JSON and was repaired before it was checked.");
