@@ -268,13 +268,16 @@ def test_a_foreign_page_or_host_is_refused(
         fetch("{playground.url}/api/runs", {{method: "POST", body,
           headers: {{"Content-Type": "application/json"}}}}),
       ]).then(() => {{ document.title = "sent"; }});
-    </script>"""
+    </script><a id="open" href="{playground.url}/">the playground</a>"""
     server.pages["/attack.html"] = ("text/html", attack)
     page.goto(f"{server.root_url}/attack.html")  # another origin: the model server's port
     page.wait_for_function("document.title === 'sent'")
     with playground.client() as client:
         assert client.get("/api/runs").json()["runs"] == []
     assert [r for r in server.requests if r.model] == []
+    page.click("#open")  # following a link to the page itself is fine
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.url.startswith(playground.url)
 
     refused = page.goto(f"http://rebind.test:{playground.port}/")  # a rebound name, same address
     assert refused is not None and refused.status == 403

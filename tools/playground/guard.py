@@ -86,7 +86,11 @@ class HostOriginGuard:
         if origin is not None and origin != f"http://{host}":
             return "requests from another site are refused (Origin refused)"
         site = headers.get("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
+        if (
+            site is not None
+            and site not in ("same-origin", "none")
+            and not _opens_page(scope, headers)
+        ):
             return "requests from another site are refused (Sec-Fetch-Site refused)"
         if scope["method"] not in _SAFE_METHODS and origin is None and site is not None:
             return "a browser request that changes state must carry its Origin"
@@ -96,6 +100,16 @@ class HostOriginGuard:
         name, port = _split_host(host.lower())
         server = scope.get("server")
         return name in self.hostnames and server is not None and (port or "80") == str(server[1])
+
+
+def _opens_page(scope: Scope, headers: dict[str, str]) -> bool:
+    """A link followed from another site to the page itself: harmless, and allowed."""
+    return (
+        scope["method"] == "GET"
+        and scope["path"] == "/"
+        and headers.get("sec-fetch-mode") == "navigate"
+        and headers.get("origin") is None
+    )
 
 
 def _split_host(host: str) -> tuple[str, str]:
