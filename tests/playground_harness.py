@@ -84,8 +84,8 @@ class WatchingServer(OpenAIServer):
 
 def scripted_server() -> WatchingServer:
     server = WatchingServer().start()
-    server.script("p/slow", "The slow panelist's answer.", latency_s=1.6)
-    server.script("p/mid", "The middle panelist's answer.", latency_s=0.8)
+    server.script("p/slow", "The slow panelist's answer.", latency_s=2.4)
+    server.script("p/mid", "The middle panelist's answer.", latency_s=1.0)
     server.script("p/fast", "The fast panelist's answer.", latency_s=0.2)
     server.script("judge/model", verdict())
     server.script("synth/model", "## Short answer\n\nIt **depends** on the revenue.")
