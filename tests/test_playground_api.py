@@ -175,6 +175,7 @@ def test_runs_are_kept_and_reopen_after_a_restart(
     not_tokens = [[e for e in seen if e["type"] != "token"] for seen in (live, replayed)]
     assert not_tokens[0] == not_tokens[1]
     assert record["state"] == "done" and record["question"] == QUESTION
+    assert record["answer_html"] == live[-1]["answer_html"] and "<h2>" in record["answer_html"]
     assert missing.status_code == 404
     assert len(server.requests) == calls  # reopening calls no model
 

@@ -30,7 +30,8 @@ from starlette.staticfiles import StaticFiles
 
 from langfusion.graph.context import API_KEY_ENV, PRESETS, FusionContext
 from langfusion.tools.playground.guard import HostOriginGuard, allowed_hostnames
-from langfusion.tools.playground.runs import RunManager, finished_event
+from langfusion.tools.playground.render import answer_html
+from langfusion.tools.playground.runs import RunManager
 from langfusion.tools.playground.store import RunStore
 
 if TYPE_CHECKING:
@@ -162,8 +163,7 @@ def create_app(
         record = await store.get(request.path_params["run_id"])
         if record is None:
             return _error(404, "no such run")
-        answer = record["answer"]
-        record["answer_html"] = finished_event(record["state"], None, answer, None)["answer_html"]
+        record["answer_html"] = answer_html(record["answer"]) if record["answer"] else ""
         return JSONResponse(record, headers={"cache-control": "no-store"})
 
     async def result_json(request: Request) -> Response:
