@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-import time
-import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -18,18 +13,34 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
 from langfusion.graph.context import API_KEY_ENV
-from langfusion.graph.errors import MissingAPIKeyError, redact, retry_after_s
+from langfusion.graph.errors import MissingAPIKeyError
+from langfusion.graph.transport import (
+    BoundedCache,
+    call_deadline,
+    close_loop_pools,
+    discard_cached,
+    loop_cache,
+    pooled_async_client,
+    shared_sync_client,
+)
 
-# The pool, transport and timeouts handed to the OpenAI SDK come from the httpx
-# it runs on (httpx2 from openai 3). An httpx 0.x client handed to it pools on
-# httpcore 1, whose cost per request grows with connections x waiting requests:
-# 4x less throughput at 100 fusions in flight (benchmarks/concurrency.py).
+# The httpx the OpenAI SDK runs on (httpx2 from openai 3); see graph/transport.py.
 if TYPE_CHECKING:
     import httpx
 elif int(openai.__version__.split(".", 1)[0]) >= 3:
     import httpx2 as httpx
 else:
     import httpx
+
+__all__ = [
+    "DEPTH_HEADER",
+    "ModelFactory",
+    "ModelRegistry",
+    "call_deadline",
+    "close_loop_pools",
+    "default_registry",
+    "register_model",
+]
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 BASE_URL_ENV = "OPENROUTER_BASE_URL"
@@ -44,111 +55,24 @@ SCHEMA_CAPS_KEY = "langfusion_schema_caps"
 # Set to False on models that cannot use tools (the web tools are not offered).
 TOOLS_KEY = "langfusion_tools"
 
-# One pool per event loop and endpoint: an async HTTP connection belongs to the
-# loop that opened it, and sync callers may run each call on a fresh loop.
-_POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
 _CONNECT_TIMEOUT_S = 10.0
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
-_clients_lock = threading.Lock()
+# Built models kept per registry (and per event loop): one per slug and
+# settings, so per-request settings (a temperature) cannot grow memory
+# without bound.
+MODEL_CACHE_SIZE = 128
 
 
-# The deadline of the model call running in this context (a monotonic time).
-# The client retries 429/5xx itself; the transport tells it not to when the
-# wait an endpoint asks for would outlast the call.
-_CALL_DEADLINE: ContextVar[float | None] = ContextVar("langfusion_call_deadline", default=None)
 # Whether panel calls made in this context stream their tokens into the graph's
 # "messages" stream (the playground shows them live). Off, a panel call is one
 # whole reply: the cheaper path every other caller takes.
 PANEL_TOKENS: ContextVar[bool] = ContextVar("langfusion_panel_tokens", default=False)
-_RETRYABLE = frozenset({408, 409, 429})
 _MAX_RETRIES = 2
 _SettingsKey = tuple[tuple[str, Any], ...]
 
 
-@asynccontextmanager
-async def call_deadline(seconds: float) -> AsyncIterator[None]:
-    """Bound the model calls made in this block, retries and their waits included.
-
-    Raises:
-        TimeoutError: When the block runs past ``seconds``.
-    """
-    token = _CALL_DEADLINE.set(time.monotonic() + seconds)
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    finally:
-        _CALL_DEADLINE.reset(token)
-
-
-class _RedactingTransport(httpx.AsyncBaseTransport):
-    """Scrubs credentials that an upstream quotes back in an error body.
-
-    The ``openai`` client puts the body of an error response into the
-    exception message, and from there it reaches logs, results and LangSmith
-    traces (the chat model's run records the error). Redacting it here, before
-    any exception exists, keeps a key that a provider echoes out of all of them.
-    """
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        if response.status_code < 400:
-            return response
-        headers = [
-            (k, v)
-            for k, v in response.headers.multi_items()
-            if k not in ("content-encoding", "content-length", "transfer-encoding")
-        ]
-        if _wait_outlasts_deadline(response):
-            headers.append(("x-should-retry", "false"))
-        try:
-            body = await response.aread()
-        finally:
-            await response.aclose()
-        # aread() decoded any Content-Encoding, and the length changes.
-        return httpx.Response(
-            response.status_code,
-            headers=headers,
-            content=redact(body.decode("utf-8", errors="replace")).encode(),
-            extensions=response.extensions,
-            request=request,
-        )
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def _wait_outlasts_deadline(response: httpx.Response) -> bool:
-    deadline = _CALL_DEADLINE.get()
-    status = response.status_code
-    if deadline is None or not (status in _RETRYABLE or status >= 500):
-        return False
-    wait = retry_after_s(response)
-    return wait is not None and wait > deadline - time.monotonic()
-
-
 def _async_client(base_url: str) -> httpx.AsyncClient | None:
     """The pooled async client of the running loop for ``base_url`` (``None`` outside a loop)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    with _clients_lock:
-        pools = _clients.setdefault(loop, {})
-        client = pools.get(base_url)
-        if client is None:
-            # Per-request deadlines come from the model's own `timeout`.
-            client = httpx.AsyncClient(
-                timeout=None,
-                trust_env=False,
-                transport=_RedactingTransport(httpx.AsyncHTTPTransport(limits=_POOL_LIMITS)),
-            )
-            pools[base_url] = client
-        return client
+    return pooled_async_client(base_url)
 
 
 @runtime_checkable
@@ -195,10 +119,9 @@ class ModelRegistry:
         self._api_key_env = api_key_env
         self._ready: dict[str, BaseChatModel] = {}
         self._endpoints: dict[str, _Endpoint] = {}
-        self._sync_cache: dict[tuple[str, _SettingsKey], BaseChatModel] = {}
-        self._loop_cache: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[tuple[str, _SettingsKey], BaseChatModel]
-        ] = weakref.WeakKeyDictionary()
+        self._sync_cache: BoundedCache[tuple[str, _SettingsKey], BaseChatModel] = BoundedCache(
+            MODEL_CACHE_SIZE
+        )
         self._lock = threading.Lock()
 
     def register(
@@ -222,9 +145,8 @@ class ModelRegistry:
         if not slug or not isinstance(slug, str):
             raise ValueError("register() needs a non-empty slug.")
         with self._lock:
-            for cache in (self._sync_cache, *self._loop_cache.values()):
-                for key in [k for k in cache if k[0] == slug]:
-                    del cache[key]
+            self._sync_cache.discard(lambda key: key[0] == slug)
+            discard_cached(self, lambda key: key[0] == slug)
             if isinstance(target, BaseChatModel):
                 self._ready[slug] = target
                 self._endpoints.pop(slug, None)
@@ -242,21 +164,38 @@ class ModelRegistry:
         if slug in self._ready:
             return self._ready[slug]
         key = (slug, _settings_key(settings))
+        if slug.startswith(LOCAL_PREFIX):
+            # A restarted embedded server listens on another port: a model built
+            # for the one that died must not be reused.
+            key = (slug, (*key[1], ("base_url", _local_base_url())))
         cache = self._cache_of_this_loop()
         model = cache.get(key)
         if model is None:
-            model = self._build(slug, settings)
-            with self._lock:
-                model = cache.setdefault(key, model)
+            model = cache.setdefault(key, self._build(slug, settings))
         return model
 
-    def _cache_of_this_loop(self) -> dict[tuple[str, _SettingsKey], BaseChatModel]:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return self._sync_cache
-        with self._lock:
-            return self._loop_cache.setdefault(loop, {})
+    def _cache_of_this_loop(self) -> BoundedCache[tuple[str, _SettingsKey], BaseChatModel]:
+        """The cache of the running loop (its models hold its pools), else the sync one."""
+        cache = loop_cache(self, MODEL_CACHE_SIZE)
+        return self._sync_cache if cache is None else cache
+
+    def ensure_available(self, slug: str) -> None:
+        """Make ``slug`` ready to serve, blocking if it must; the graph calls it off the loop.
+
+        For ``local/...`` this starts (or restarts) the embedded server.
+
+        Raises:
+            MissingAPIKeyError: ``slug`` needs a key that is not set.
+            ModelUnavailableError: The embedded server cannot start.
+        """
+        if slug in self._ready:
+            return
+        if slug.startswith(LOCAL_PREFIX):
+            from langfusion.graph.local import local_server
+
+            local_server().ensure_started()
+            return
+        self.check_key(slug)
 
     def check_key(self, slug: str) -> None:
         """Raise ``MissingAPIKeyError`` if ``slug`` needs a key that is not set."""
@@ -302,6 +241,7 @@ class ModelRegistry:
             # honoured) run under the node's one deadline for the call.
             max_retries=_MAX_RETRIES,
             http_async_client=_async_client(base_url),
+            http_client=shared_sync_client(base_url),
             default_headers=headers,
             extra_body=extra_body or None,
             stream_usage=True,
@@ -310,6 +250,12 @@ class ModelRegistry:
             disable_streaming=settings.get("role") != "synthesis" and not settings.get("stream"),
             **kwargs,
         )
+
+
+def _local_base_url() -> str | None:
+    from langfusion.graph.local import local_server
+
+    return local_server().base_url
 
 
 def _settings_key(settings: dict[str, Any]) -> _SettingsKey:

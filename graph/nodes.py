@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -29,6 +30,7 @@ from langfusion.graph.errors import (
     ModelUnavailableError,
     PanelDeadlineError,
     classify,
+    status_of,
 )
 from langfusion.graph.judge import Panel, fit, structured_verdict
 from langfusion.graph.models import (
@@ -53,6 +55,7 @@ from langfusion.graph.schema import (
     JudgeFailure,
     JudgeVerdict,
     PanelResponse,
+    RunFailureReason,
     RunUsage,
     Usage,
 )
@@ -71,6 +74,7 @@ _FRESH_RUN: dict[str, Any] = {
     "judge_usage": None,
     "synthesis_usage": None,
     "synthesis_failure": None,
+    "result": None,
     "answer": "",
 }
 
@@ -126,12 +130,14 @@ class Nodes:
         )
         fusion_id = str((config.get("metadata") or {}).get("fusion_id") or uuid.uuid4())
         update: dict[str, Any] = {"depth": depth, "fusion_id": fusion_id, **_FRESH_RUN}
-        refusal = self._refusal(ctx, state, depth)
+        refusal = await self._refusal(ctx, state, depth)
         if refusal is not None:
             update |= {"result": refusal, "answer": ""}
         return update
 
-    def _refusal(self, ctx: FusionContext, state: FusionState, depth: int) -> FusionResult | None:
+    async def _refusal(
+        self, ctx: FusionContext, state: FusionState, depth: int
+    ) -> FusionResult | None:
         if depth >= 1:
             return FusionResult.failure(
                 "Fusion was invoked from inside another fusion run; nested deliberation is "
@@ -149,6 +155,12 @@ class Nodes:
         if ctx.synthesize:
             roles.append((ctx.synthesizer, "synthesis"))
         try:
+            ensure = getattr(self.factory, "ensure_available", None)
+            if callable(ensure):
+                # Readying a provider may block (the embedded server starts, and
+                # hashes its model file): not on the event loop.
+                slugs = list(dict.fromkeys(slug for slug, _ in roles))
+                await asyncio.to_thread(lambda: [ensure(slug) for slug in slugs])
             for slug, role in roles:
                 self.model(ctx, slug, role, depth)
         except MissingAPIKeyError as exc:
@@ -240,10 +252,19 @@ class Nodes:
     def record_panel_failure(self, task: PanelTask, error: NodeError) -> Command[str]:
         """A panel branch failed: record why and go on to the tally."""
         reason, message = classify(error.error)
+        status = status_of(error.error)
         get_stream_writer()(
-            {"event": "panel_failed", "model": task["slug"], "reason": reason, "error": message}
+            {
+                "event": "panel_failed",
+                "model": task["slug"],
+                "reason": reason,
+                "status_code": status,
+                "error": message,
+            }
         )
-        failure = FailedModel(model=task["slug"], error=message, failure_reason=reason)
+        failure = FailedModel(
+            model=task["slug"], error=message, failure_reason=reason, status_code=status
+        )
         return Command(update={"failed_models": [failure]}, goto="tally")
 
     async def tally(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
@@ -356,18 +377,19 @@ class Nodes:
             async with call_deadline(ctx.synthesis_timeout_s):
                 reply = await model.ainvoke(messages, config)
         answer = message_text(reply)
+        if not answer.strip():
+            raise EmptyCompletionError("the synthesis model returned an empty answer")
         update: dict[str, Any] = {
             "answer": answer,
             "synthesis_usage": Usage.from_metadata(getattr(reply, "usage_metadata", None)),
         }
-        if answer:
-            # Under the streamed reply's own id: the "messages" stream has carried it
-            # token by token already and must not repeat it whole.
-            update["messages"] = [AIMessage(answer, id=reply.id)]
+        # Under the streamed reply's own id: the "messages" stream has carried it
+        # token by token already and must not repeat it whole.
+        update["messages"] = [AIMessage(answer, id=reply.id)]
         return update
 
     def record_synthesis_failure(self, state: FusionState, error: NodeError) -> Command[str]:
-        """The synthesis failed: keep the analysis and the answers, leave the answer empty."""
+        """The synthesis failed or came back empty: keep the analysis and the answers."""
         reason, message = classify(error.error)
         get_stream_writer()({"event": "synthesis_failed", "reason": reason, "error": message})
         return Command(update={"answer": "", "synthesis_failure": message}, goto="report")
@@ -379,11 +401,18 @@ class Nodes:
         panel_usage = Usage.total(r.usage for r in responses)
         judge_usage = state.get("judge_usage")
         synthesis_usage = state.get("synthesis_usage")
-        failure_reason = state.get("judge_failure")
-        if failure_reason is None and state.get("synthesis_failure"):
-            failure_reason = "synthesis_failed"
+        failure_reason: RunFailureReason | None = state.get("judge_failure")
+        error = None
+        synthesis_failure = state.get("synthesis_failure")
+        if synthesis_failure:
+            # No answer is the failure a caller must not miss; the judge's, if it
+            # failed too, shows as the missing analysis and is named here.
+            judged = f"; the judge failed too ({failure_reason})" if failure_reason else ""
+            failure_reason, error = "synthesis_failed", f"The synthesis failed: {synthesis_failure}"
+            error += judged
         result = FusionResult(
             status="ok",
+            error=error,
             analysis=state.get("analysis"),
             responses=responses,
             failed_models=_in_panel_order(state.get("failed_models") or [], ctx.panel),
@@ -421,11 +450,11 @@ def _context(runtime: Runtime[FusionContext]) -> FusionContext:
 
 def _nothing_usable(failed: list[FailedModel]) -> FusionResult:
     reasons = {f.failure_reason for f in failed}
-    code = (
-        reasons.pop()
-        if len(reasons) == 1 and reasons & {"rate_limited", "insufficient_credits"}
-        else "all_panels_failed"
-    )
+    code: RunFailureReason = "all_panels_failed"
+    if reasons == {"rate_limited"}:
+        code = "rate_limited"
+    elif reasons == {"insufficient_credits"}:
+        code = "insufficient_credits"
     detail = "; ".join(f"{f.model}: {f.error}" for f in failed) or "no panel model ran"
     return FusionResult.failure(
         f"Every panel model failed, so there is nothing to compare ({detail}). "

@@ -14,6 +14,39 @@ JudgeFailure = Literal[
     "judge_upstream_error",
     "judge_empty_completion",
 ]
+# The closed sets of failure reasons (SPEC "Failure reasons"). Why one panel model
+# gave no answer (``FailedModel.failure_reason``):
+PanelFailureReason = Literal[
+    "timeout",
+    "rate_limited",
+    "insufficient_credits",
+    "unauthorized",
+    "forbidden",
+    "model_not_found",
+    "invalid_request",
+    "context_length_exceeded",
+    "upstream_error",
+    "connection_error",
+    "empty_completion",
+    "refused",
+]
+# Why a run failed, or what part of it did (``FusionResult.failure_reason``):
+RunFailureReason = Literal[
+    "all_panels_failed",
+    "rate_limited",
+    "insufficient_credits",
+    "insufficient_responses",
+    "missing_api_key",
+    "invalid_request",
+    "recursion_blocked",
+    "local_model_unavailable",
+    "judge_not_valid_json",
+    "judge_schema_mismatch",
+    "judge_upstream_error",
+    "judge_empty_completion",
+    "synthesis_failed",
+]
+FailureReason = Literal[PanelFailureReason, RunFailureReason]
 
 
 class Usage(BaseModel):
@@ -151,7 +184,15 @@ class FailedModel(BaseModel):
 
     model: str
     error: str
-    failure_reason: str
+    failure_reason: PanelFailureReason
+    status_code: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unseen_status(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("status_code") is None:
+            data.pop("status_code", None)
+        return data
 
 
 class RunUsage(BaseModel):
@@ -177,7 +218,7 @@ class FusionResult(BaseModel):
     responses: list[PanelResponse] = Field(default_factory=list)
     failed_models: list[FailedModel] = Field(default_factory=list)
     error: str | None = None
-    failure_reason: str | None = None
+    failure_reason: RunFailureReason | None = None
     judge_model: str | None = None
     judge_usage: Usage | None = None
     usage: RunUsage = Field(default_factory=RunUsage)
@@ -206,7 +247,7 @@ class FusionResult(BaseModel):
     def failure(
         cls,
         error: str,
-        failure_reason: str,
+        failure_reason: RunFailureReason,
         *,
         failed_models: list[FailedModel] | None = None,
         responses: list[PanelResponse] | None = None,

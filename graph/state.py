@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
+from langchain_core.messages import AnyMessage, MessageLikeRepresentation, convert_to_messages
+from langgraph.graph.message import Messages, add_messages
 
 # pydantic (LangGraph's schema export) rejects typing.TypedDict before Python 3.12.
 from typing_extensions import NotRequired, TypedDict  # noqa: UP035
@@ -14,6 +14,7 @@ from langfusion.graph.schema import (
     Analysis,
     FailedModel,
     FusionResult,
+    JudgeFailure,
     PanelResponse,
     RunUsage,
     Usage,
@@ -29,6 +30,44 @@ def extend_or_reset(left: list[T] | None, right: list[T] | None) -> list[T]:
     return [*(left or []), *right]
 
 
+def add_conversation(left: Messages, right: Messages) -> Messages:
+    """``add_messages``, with input that is not a conversation refused in words.
+
+    Raises:
+        ValueError: ``messages`` is missing, empty, or holds something that is
+            not a chat message; the message says which item and what to pass.
+    """
+    return add_messages(left, _conversation(right))
+
+
+_EXPECTED = (
+    "pass a list of chat messages (HumanMessage, {'role': 'user', 'content': ...}, "
+    "or ('human', text)) whose last human message is the question"
+)
+
+
+def _conversation(value: Any) -> list[MessageLikeRepresentation]:
+    if value is None:
+        raise ValueError(f"messages is missing: {_EXPECTED}.")
+    items = value if isinstance(value, list | tuple) else [value]
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        items = [value]  # one ("human", text) pair
+    if not items:
+        raise ValueError(f"messages is empty: {_EXPECTED}.")
+    converted: list[MessageLikeRepresentation] = []
+    for index, item in enumerate(items):
+        try:
+            converted.extend(convert_to_messages([item]))
+        except (NotImplementedError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            shown = repr(item)
+            shown = shown if len(shown) <= 80 else shown[:79] + "…"
+            raise ValueError(
+                f"messages[{index}] is not a chat message ({type(item).__name__} {shown}): "
+                f"{_EXPECTED}."
+            ) from exc
+    return converted
+
+
 class FusionInput(TypedDict):
     """What a caller passes in.
 
@@ -37,7 +76,7 @@ class FusionInput(TypedDict):
     fusion depth the caller runs at (a service sets it from ``x-fusion-depth``).
     """
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], add_conversation]
     depth: NotRequired[int]
 
 
@@ -51,17 +90,17 @@ class FusionOutput(TypedDict):
 class FusionState(TypedDict):
     """Everything the nodes share while a fusion runs."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], add_conversation]
     depth: NotRequired[int]
     fusion_id: NotRequired[str]
     responses: NotRequired[Annotated[list[PanelResponse], extend_or_reset]]
     failed_models: NotRequired[Annotated[list[FailedModel], extend_or_reset]]
     analysis: NotRequired[Analysis | None]
-    judge_failure: NotRequired[str | None]
+    judge_failure: NotRequired[JudgeFailure | None]
     judge_usage: NotRequired[Usage | None]
     synthesis_usage: NotRequired[Usage | None]
     synthesis_failure: NotRequired[str | None]
-    result: NotRequired[FusionResult]
+    result: NotRequired[FusionResult | None]
     answer: NotRequired[str]
     usage: NotRequired[RunUsage]
 

@@ -3,13 +3,17 @@
 Each model name gets a script: a latency, then replies in order (the last one
 repeats). A reply is text, a judge verdict (returned as JSON content, or as a
 forced tool call when the request forces one), an HTTP error status with
-headers, or a hang. Every request is recorded with its headers and body.
+headers, a hang, or a fault (see ``Reply.fault``). Every request is recorded
+with its headers and body, and with the moment the server saw the client
+close a connection it was holding open (a hang).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +32,20 @@ class Reply:
     hang: bool = False
     completion_tokens: int = 7
     tool_call: tuple[str, dict[str, Any]] | None = None
+    # A broken reply instead of a completion: "malformed" (a 200 whose body is
+    # not JSON), "error_body" (a 200 whose body is an error object quoting
+    # `content`), "reset" (the connection is reset), "truncated" (the body
+    # stops short of its Content-Length), "sse_cut" (a stream that stops after
+    # `cut_after` words), "sse_error" (a stream whose event after `cut_after`
+    # words is an error quoting `content`), "sse_hang" (a stream that stops
+    # sending after `cut_after` words and holds the connection open), or "raw"
+    # (`body`, as JSON, with status 200).
+    fault: str | None = None
+    # Answer as a cooperative model would (see ``obeyed``): call the tool that is
+    # forced or offered, fill a json_schema response_format, else say `content`.
+    obey: bool = False
+    cut_after: int = 2
+    body: Any = None
 
 
 @dataclass
@@ -53,6 +71,7 @@ class Recorded:
     body: dict[str, Any]
     started: float
     finished: float = 0.0
+    disconnected: float = 0.0
 
 
 class OpenAIServer:
@@ -98,7 +117,10 @@ class OpenAIServer:
         if script.latency_s:
             await asyncio.sleep(script.latency_s)
         if reply.hang:
-            await asyncio.sleep(3600)
+            await self._hold(request, record)
+            return web.Response(status=499)
+        if reply.fault is not None and not reply.fault.startswith("sse_"):
+            return await self._fault(request, reply, record)
         record.finished = time.monotonic()
         if reply.status != 200:
             return web.json_response(
@@ -140,6 +162,8 @@ class OpenAIServer:
                 ],
             }
         if body.get("stream"):
+            if reply.fault is not None:
+                return await self._broken_stream(request, model, reply, record)
             return await self._stream(request, model, message, usage)
         return web.json_response(
             {
@@ -185,6 +209,69 @@ class OpenAIServer:
         }
         await response.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def _hold(self, request: web.Request, record: Recorded) -> None:
+        """Keep the connection open until the client closes it, and note when it did."""
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(0.01)
+        record.disconnected = time.monotonic()
+
+    async def _fault(
+        self, request: web.Request, reply: Reply, record: Recorded
+    ) -> web.StreamResponse:
+        record.finished = time.monotonic()
+        if reply.fault == "malformed":
+            return web.Response(
+                body=b'{"id": "chatcmpl-1", "choices": [', content_type="application/json"
+            )
+        if reply.fault == "error_body":
+            error = {"error": {"message": reply.content, "code": 502}}
+            return web.json_response(error)
+        if reply.fault == "raw":
+            return web.Response(
+                body=json.dumps(reply.body).encode(), content_type="application/json"
+            )
+        transport = request.transport
+        assert transport is not None
+        if reply.fault == "reset":
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.close()
+            return web.Response()
+        if reply.fault == "truncated":
+            response = web.StreamResponse(headers={"Content-Length": "4096"})
+            response.content_type = "application/json"
+            await response.prepare(request)
+            await response.write(b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": [')
+            transport.close()
+            return response
+        raise ValueError(f"unknown fault {reply.fault!r}")
+
+    async def _broken_stream(
+        self, request: web.Request, model: str, reply: Reply, record: Recorded
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        words = reply.content.split(" ")[: reply.cut_after]
+        for index, word in enumerate(words):
+            chunk = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": word if index == 0 else " " + word}}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        if reply.fault == "sse_error":
+            error = {"error": {"message": reply.content, "code": 502}}
+            await response.write(f"data: {json.dumps(error)}\n\n".encode())
+        elif reply.fault == "sse_hang":
+            await self._hold(request, record)
+            return response
+        record.finished = time.monotonic()
+        if request.transport is not None:
+            request.transport.close()
         return response
 
     async def _page(self, request: web.Request) -> web.Response:

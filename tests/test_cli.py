@@ -532,7 +532,8 @@ def test_an_unexpected_failure_is_one_redacted_line_and_exit_1(
     assert main(["ask", "--json", *PANEL, QUESTION], build_graph=graph_of(error)) == 1
     out, err = capsys.readouterr()
     result = json.loads(out)["result"]
-    assert result["status"] == "error" and result["failure_reason"] == "unexpected_error"
+    assert result["status"] == "error" and "failure_reason" not in result
+    assert result["error"].startswith("RuntimeError: could not start the local model")
     assert SECRET not in out + err
 
 

@@ -174,19 +174,22 @@ def test_forced_function_call_returns_a_valid_call(running: str) -> None:
 
 
 def test_second_start_reuses_the_running_server(
-    make_server: MakeServer,
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = make_server()
     url = server.ensure_started()
     pid = server.pid
+    spawned: list[list[str]] = []
+    monkeypatch.setattr(
+        "langfusion.graph.local.server.spawn",
+        lambda command, log: spawned.append(command) or pytest.fail("spawned a second server"),
+    )
 
-    started = time.monotonic()
     again = server.ensure_started()
-    elapsed = time.monotonic() - started
 
     assert again == url
     assert server.pid == pid
-    assert elapsed < 0.05
+    assert spawned == []
     assert _models(url)["data"]
 
 

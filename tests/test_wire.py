@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,14 +46,12 @@ def dumped(out: dict[str, Any]) -> str:
 async def test_panel_calls_overlap_in_time(server: OpenAIServer, registry: ModelRegistry) -> None:
     for name in ("p/1", "p/2", "p/3"):
         server.script(name, f"answer from {name}", latency_s=0.6)
-    started = time.monotonic()
     out = await fuse(registry, ["p/1", "p/2", "p/3"])
-    elapsed = time.monotonic() - started
     assert out["result"].status == "ok"
     assert [r.content for r in out["result"].responses] == [f"answer from p/{i}" for i in (1, 2, 3)]
     panel = [r for r in server.requests if r.model.startswith("p/")]
+    # Every panel call started before any of them was answered: they ran at once.
     assert max(r.started for r in panel) < min(r.finished for r in panel)
-    assert elapsed < 1.6  # one panel latency plus judge and synthesis, not three
 
 
 async def test_every_request_carries_the_depth_header_and_synthesis_has_no_tools(
@@ -104,11 +101,11 @@ async def test_retry_after_beyond_the_deadline_fails_fast(
 ) -> None:
     server.script("ok/model", "fine")
     server.script("busy/model", Reply("slow down", status=429, headers={"Retry-After": "120"}))
-    started = time.monotonic()
     out = await fuse(registry, ["ok/model", "busy/model"], timeout_s=5)
-    assert time.monotonic() - started < 4
     assert out["result"].failed_models[0].failure_reason == "rate_limited"
-    assert len(server.requests_for("busy/model")) == 1
+    (only,) = server.requests_for("busy/model")  # no retry: the wait outlasts the deadline
+    # The run went on as soon as the one attempt was answered, without waiting.
+    assert only.finished <= server.requests_for("judge/model")[0].started
 
 
 @pytest.mark.parametrize(("status", "code"), [(429, "rate_limited"), (402, "insufficient_credits")])
@@ -129,12 +126,12 @@ async def test_a_hanging_model_times_out_and_the_rest_go_on(
 ) -> None:
     server.script("ok/model", "fine")
     server.script("hang/model", Reply(hang=True))
-    started = time.monotonic()
     out = await fuse(registry, ["ok/model", "hang/model"], timeout_s=1.0)
-    elapsed = time.monotonic() - started
     assert out["result"].failed_models[0].failure_reason == "timeout"
     assert out["result"].status == "ok"
-    assert elapsed < 3.0
+    # The deadline closed the hanging connection, and only then did the judge start.
+    (hung,) = server.requests_for("hang/model")
+    assert 0 < hung.disconnected <= server.requests_for("judge/model")[0].started
 
 
 @pytest.mark.parametrize(

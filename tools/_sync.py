@@ -13,6 +13,16 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+async def _closing_pools(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``, then close the HTTP pools it opened on this (private, ending) loop."""
+    from langfusion.graph.models import close_loop_pools
+
+    try:
+        return await work
+    finally:
+        await close_loop_pools()
+
+
 def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine to completion from sync code, even under a running event loop.
 
@@ -24,10 +34,10 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())
+        return asyncio.run(_closing_pools(make()))
     context = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="langfusion") as pool:
-        return pool.submit(context.run, asyncio.run, make()).result()
+        return pool.submit(context.run, asyncio.run, _closing_pools(make())).result()
 
 
 _DONE = object()
@@ -47,7 +57,9 @@ def iterate_sync(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
         finally:
             items.put(_DONE)
 
-    thread = threading.Thread(target=context.run, args=(asyncio.run, pump()), daemon=True)
+    thread = threading.Thread(
+        target=context.run, args=(asyncio.run, _closing_pools(pump())), daemon=True
+    )
     thread.start()
     try:
         while (item := items.get()) is not _DONE:

@@ -102,7 +102,9 @@ class FusionChatModel(FusionParameters, BaseChatModel):
                 final = payload
         result: FusionResult | None = final.get("result")
         if result is None or result.status == "error":
-            raise FusionError(result or FusionResult.failure("the run ended early", "error"))
+            raise FusionError(
+                result or FusionResult.failure("the run ended early", "invalid_request")
+            )
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",

@@ -11,7 +11,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, ValidationError
 
-from langfusion.graph.schema import FusionResult
+from langfusion.graph.schema import FusionResult, RunFailureReason
 from langfusion.tools._params import FusionParameters
 from langfusion.tools._sync import run_sync
 
@@ -57,7 +57,7 @@ def _validation_error(error: ValidationError) -> str:
     )
 
 
-def _error_json(message: str, code: str) -> str:
+def _error_json(message: str, code: RunFailureReason) -> str:
     return FusionResult.failure(message, code).to_json()
 
 

@@ -1,7 +1,8 @@
 """Supervision of the server's child process: spawn it, stop its group, and never leak it.
 
-The child runs in its own session (one process group to stop), with an
-environment that cannot override its command line. Servers registered here
+The child runs in its own session (one process group to stop), with the few
+environment variables a process needs to run (no API key, nothing that could
+override its command line). Servers registered here
 stop at exit, on SIGTERM and on Ctrl-C; on Linux the child also gets SIGTERM
 when its parent dies outright (``PR_SET_PDEATHSIG``).
 """
@@ -14,6 +15,7 @@ import ctypes
 import ctypes.util
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -117,8 +119,29 @@ def terminate_group(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=_STOP_GRACE_S)
 
 
+# What the child may inherit: locale, paths, temp dirs, and the knobs of the
+# libraries it runs on (threads, GPUs). Anything else (keys, tokens, a proxy
+# password) stays with the parent.
+_CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+        "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "USERPROFILE",
+        "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME",
+        "XDG_CACHE_HOME",
+    }
+)  # fmt: skip
+_CHILD_ENV_PREFIXES = ("LC_", "OMP_", "MKL_", "OPENBLAS_", "GGML_", "CUDA_", "HIP_", "ROCR_")
+_SECRET_NAME = re.compile(r"(?i)key|token|secret|passw|auth|credential")
+
+
 def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in _SERVER_ENV_NAMES}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if (name in _CHILD_ENV_NAMES or name.startswith(_CHILD_ENV_PREFIXES))
+        and name.lower() not in _SERVER_ENV_NAMES
+        and not _SECRET_NAME.search(name)
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -1,0 +1,500 @@
+"""The HTTP path of every model call: pooled clients, redaction, one deadline per call.
+
+* One async client per event loop and endpoint (a connection belongs to the
+  loop that opened it); :func:`close_loop_pools` closes the running loop's
+  clients, and clients of loops that have closed are dropped.
+* A transport that scrubs credentials from everything an endpoint sends back
+  (headers, bodies of every status, each event of a stream) before the
+  ``openai`` client turns any of it into an exception, a log line or a
+  trace; turns a 200 that carries an error object or no readable completion
+  into a 502, so the client retries it and it fails as an upstream error;
+  and records, per call, the last failed attempt.
+* :func:`call_deadline`: the one deadline of a model call, its retries and
+  their waits included. When it ends during a wait between attempts, the
+  call fails with what the last attempt got (a 429 stays ``rate_limited``);
+  only an attempt cut while in flight is a ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import openai
+
+from langfusion.graph.errors import (
+    ORIGINAL_STATUS_HEADER,
+    PanelDeadlineError,
+    UpstreamFailure,
+    api_message,
+    classify,
+    reason_for_status,
+    redact,
+    retry_after_s,
+    scrub,
+    secret_values,
+    short,
+)
+
+# The pool, transport and timeouts handed to the OpenAI SDK come from the httpx
+# it runs on (httpx2 from openai 3). An httpx 0.x client handed to it pools on
+# httpcore 1, whose cost per request grows with connections x waiting requests:
+# 4x less throughput at 100 fusions in flight (benchmarks/concurrency.py).
+if TYPE_CHECKING:
+    import httpx
+elif int(openai.__version__.split(".", 1)[0]) >= 3:
+    import httpx2 as httpx
+else:
+    import httpx
+
+__all__ = [
+    "ORIGINAL_STATUS_HEADER",
+    "BoundedCache",
+    "call_deadline",
+    "close_loop_pools",
+    "loop_cache",
+    "pooled_async_client",
+    "shared_sync_client",
+]
+
+_POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+_RETRYABLE = frozenset({408, 409, 429})
+_DROPPED_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
+_CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[K, V]):
+    """A mapping that keeps the ``size`` most recently used entries."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        """The entry for ``key`` (now the most recently used), or ``None``."""
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def setdefault(self, key: K, value: V) -> V:
+        """The entry for ``key``, storing ``value`` first if there is none."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return value
+
+    def discard(self, matches: Any) -> None:
+        """Drop every entry whose key ``matches(key)`` says to drop."""
+        with self._lock:
+            for key in [k for k in self._items if matches(k)]:
+                del self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class _LoopResources:
+    clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    caches: dict[int, BoundedCache[Any, Any]] = field(default_factory=dict)
+
+
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
+    weakref.WeakKeyDictionary()
+)
+_loops_lock = threading.Lock()
+_sync_clients: dict[str, httpx.Client] = {}
+
+
+def _resources() -> _LoopResources | None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    with _loops_lock:
+        found = _loops.get(loop)
+        if found is None:
+            # A loop that closed without close_loop_pools() (a caller's own
+            # asyncio.run) keeps nothing of ours alive.
+            for closed in [other for other in _loops if other.is_closed()]:
+                del _loops[closed]
+            found = _loops[loop] = _LoopResources()
+        return found
+
+
+def pooled_async_client(base_url: str) -> httpx.AsyncClient | None:
+    """The running loop's pooled client for ``base_url`` (``None`` outside a loop)."""
+    resources = _resources()
+    if resources is None:
+        return None
+    with _loops_lock:
+        client = resources.clients.get(base_url)
+        if client is None:
+            # Per-request deadlines come from the model's own `timeout`.
+            client = httpx.AsyncClient(
+                timeout=None,
+                trust_env=False,
+                transport=RedactingTransport(httpx.AsyncHTTPTransport(limits=_POOL_LIMITS)),
+            )
+            resources.clients[base_url] = client
+        return client
+
+
+def shared_sync_client(base_url: str) -> httpx.Client:
+    """One sync client per endpoint, shared by every model built for it.
+
+    Without it each chat model builds its own (an SSL context, about 0.8 MB
+    of memory), because a ``Timeout`` cannot key the SDK's client cache.
+    """
+    with _loops_lock:
+        client = _sync_clients.get(base_url)
+        if client is None:
+            client = httpx.Client(
+                timeout=None,
+                trust_env=False,
+                transport=_RedactingSyncTransport(httpx.HTTPTransport(limits=_POOL_LIMITS)),
+            )
+            _sync_clients[base_url] = client
+        return client
+
+
+def loop_cache(owner: object, size: int) -> BoundedCache[Any, Any] | None:
+    """A cache that lives as long as the running loop's pools (``None`` outside a loop).
+
+    Chat models built on a loop's pooled clients are cached here, so they go
+    when the pools go.
+    """
+    resources = _resources()
+    if resources is None:
+        return None
+    with _loops_lock:
+        return resources.caches.setdefault(id(owner), BoundedCache(size))
+
+
+async def close_loop_pools() -> None:
+    """Close the running loop's HTTP pools and forget the models built on them.
+
+    Call it before a loop ends (``tools/_sync.py`` does, for every sync call):
+    otherwise its open connections stay until the garbage collector finds them.
+    """
+    loop = asyncio.get_running_loop()
+    with _loops_lock:
+        resources = _loops.pop(loop, None)
+    if resources is None:
+        return
+    for client in resources.clients.values():
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+@dataclass
+class _Call:
+    """What the transport saw of one model call (all its attempts)."""
+
+    deadline: float
+    in_flight: int = 0
+    cut: bool = False
+    last: UpstreamFailure | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        reason, message = classify(exc)
+        self.last = UpstreamFailure(reason, message, None)
+
+
+_CALL: ContextVar[_Call | None] = ContextVar("langfusion_call", default=None)
+
+
+@asynccontextmanager
+async def call_deadline(seconds: float) -> AsyncIterator[None]:
+    """Bound the model calls made in this block, retries and their waits included.
+
+    Raises:
+        PanelDeadlineError: The deadline cut an attempt in flight (a ``timeout``).
+        UpstreamFailure: The deadline ended a wait between attempts; it
+            carries what the last attempt got (status, reason, message).
+    """
+    call = _Call(time.monotonic() + seconds)
+    token = _CALL.set(call)
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            yield
+    except TimeoutError as exc:
+        if not scope.expired():
+            raise
+        if call.cut or call.last is None:
+            raise PanelDeadlineError(f"no answer within {seconds:g}s") from exc
+        last = call.last
+        raise UpstreamFailure(
+            last.reason,
+            f"{last} (retries stopped by the {seconds:g}s deadline)",
+            last.status_code,
+        ) from exc
+    finally:
+        _CALL.reset(token)
+
+
+def _credentials(request: httpx.Request) -> set[str]:
+    """The secrets this request carries (its key), to scrub from what comes back."""
+    values: set[str] = set()
+    for name in _CREDENTIAL_HEADERS:
+        value = request.headers.get(name)
+        if value:
+            values.add(value)
+            values.add(value.split(" ", 1)[-1])
+    return secret_values(values)
+
+
+def _wait_outlasts_deadline(response: httpx.Response, call: _Call | None) -> bool:
+    status = response.status_code
+    if call is None or not (status in _RETRYABLE or status >= 500):
+        return False
+    wait = retry_after_s(response)
+    return wait is not None and wait > call.deadline - time.monotonic()
+
+
+def _not_a_completion(request: httpx.Request, text: str) -> str | None:
+    """Why a 2xx chat-completion body is unusable (malformed, an error object), or ``None``."""
+    if not request.url.path.endswith("/chat/completions"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "the endpoint answered 200 with a body that is not JSON"
+    if not isinstance(data, dict):
+        return "the endpoint answered 200 with JSON that is not a completion"
+    if data.get("error"):
+        return f"the endpoint answered 200 with an error: {api_message(data, str(data['error']))}"
+    if not isinstance(data.get("choices"), list) or not data["choices"]:
+        return "the endpoint answered 200 with a completion that has no choices"
+    return None
+
+
+def _vet(
+    request: httpx.Request, response: httpx.Response, body: bytes, call: _Call | None
+) -> httpx.Response:
+    """The response rebuilt from ``body`` with every secret gone (and its failure recorded)."""
+    secrets = _credentials(request)
+    headers = _headers(response, secrets)
+    status = response.status_code
+    text = body.decode("utf-8", errors="replace")
+    if status >= 400:
+        text = redact(text, secrets)
+        if _wait_outlasts_deadline(response, call):
+            headers.append(("x-should-retry", "false"))
+        if call is not None:
+            message = _message_of(text)
+            call.last = UpstreamFailure(
+                reason_for_status(status, message), short(f"HTTP {status}: {message}"), status
+            )
+    elif (problem := _not_a_completion(request, text)) is not None:
+        message = short(redact(problem, secrets))
+        if call is not None:
+            call.last = UpstreamFailure("upstream_error", message, status)
+        headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+        headers += [("content-type", "application/json"), (ORIGINAL_STATUS_HEADER, str(status))]
+        status, text = 502, json.dumps({"error": {"message": message}})
+    else:
+        text = scrub(text, secrets)
+    # The body was decoded from any Content-Encoding, and its length changed.
+    return httpx.Response(
+        status,
+        headers=headers,
+        content=text.encode(),
+        extensions=response.extensions,
+        request=request,
+    )
+
+
+def _headers(response: httpx.Response, secrets: set[str]) -> list[tuple[str, str]]:
+    """The headers to pass on, scrubbed, without those that described the original body."""
+    return [
+        (k, scrub(v, secrets))
+        for k, v in response.headers.multi_items()
+        if k.lower() not in _DROPPED_HEADERS
+    ]
+
+
+def _message_of(text: str) -> str:
+    try:
+        return api_message(json.loads(text), text)
+    except ValueError:
+        return text
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
+def _scrub_line(line: bytes, secrets: set[str], call: _Call | None) -> bytes:
+    text = line.decode("utf-8", errors="replace")
+    if '"error"' not in text:
+        return scrub(text, secrets).encode()
+    text = redact(text, secrets)
+    if call is not None:
+        call.last = UpstreamFailure("upstream_error", short(f"stream error event: {text}"), None)
+    return text.encode()
+
+
+class _RedactedEvents(httpx.AsyncByteStream):
+    """An event stream passed on line by line, each line scrubbed; the call is told its end."""
+
+    def __init__(self, response: httpx.Response, secrets: set[str], call: _Call | None) -> None:
+        self._response = response
+        self._secrets = secrets
+        self._call = call
+        self._open = call is not None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        pending = b""
+        try:
+            async for chunk in self._response.aiter_bytes():
+                *lines, pending = (pending + chunk).split(b"\n")
+                if lines:
+                    yield b"".join(_scrub_line(x, self._secrets, self._call) + b"\n" for x in lines)
+            if pending:
+                yield _scrub_line(pending, self._secrets, self._call)
+        except asyncio.CancelledError:
+            if self._call is not None and self._open:
+                self._call.cut = True
+            raise
+        except Exception as exc:
+            if self._call is not None:
+                self._call.failed(exc)
+            raise
+        finally:
+            self._done()
+
+    async def aclose(self) -> None:
+        self._done()
+        await self._response.aclose()
+
+    def _done(self) -> None:
+        if self._open and self._call is not None:
+            self._call.in_flight -= 1
+            self._open = False
+
+
+class RedactingTransport(httpx.AsyncBaseTransport):
+    """Scrubs credentials from every response, records each call's failed attempts.
+
+    The ``openai`` client puts the body of an error response (or the data of
+    a stream's error event) into the exception message, and from there it
+    reaches logs, results and traces. Redacting here, before any exception
+    exists, keeps a key that a provider echoes out of all of them, whatever
+    the status.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        call = _CALL.get()
+        streaming = False
+        if call is not None:
+            call.in_flight += 1
+        try:
+            response = await self._inner.handle_async_request(request)
+            if response.status_code < 300 and _is_event_stream(response):
+                streaming = True
+                secrets = _credentials(request)
+                return httpx.Response(
+                    response.status_code,
+                    headers=_headers(response, secrets),
+                    stream=_RedactedEvents(response, secrets, call),
+                    extensions=response.extensions,
+                    request=request,
+                )
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+            return _vet(request, response, body, call)
+        except asyncio.CancelledError:
+            if call is not None:
+                call.cut = True
+            raise
+        except Exception as exc:
+            if call is not None:
+                call.failed(exc)
+            raise
+        finally:
+            if call is not None and not streaming:
+                call.in_flight -= 1
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _RedactedSyncEvents(httpx.SyncByteStream):
+    def __init__(self, response: httpx.Response, secrets: set[str]) -> None:
+        self._response = response
+        self._secrets = secrets
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending = b""
+        for chunk in self._response.iter_bytes():
+            *lines, pending = (pending + chunk).split(b"\n")
+            if lines:
+                yield b"".join(_scrub_line(x, self._secrets, None) + b"\n" for x in lines)
+        if pending:
+            yield _scrub_line(pending, self._secrets, None)
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class _RedactingSyncTransport(httpx.BaseTransport):
+    """The same scrubbing for the sync path (a registry model called with ``invoke``)."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if response.status_code < 300 and _is_event_stream(response):
+            secrets = _credentials(request)
+            return httpx.Response(
+                response.status_code,
+                headers=_headers(response, secrets),
+                stream=_RedactedSyncEvents(response, secrets),
+                extensions=response.extensions,
+                request=request,
+            )
+        try:
+            body = response.read()
+        finally:
+            response.close()
+        return _vet(request, response, body, None)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def discard_cached(owner: object, matches: Any) -> None:
+    """Drop ``owner``'s loop-cached entries whose key ``matches(key)``, on every loop."""
+    with _loops_lock:
+        caches = [r.caches.get(id(owner)) for r in _loops.values()]
+    for cache in caches:
+        if cache is not None:
+            cache.discard(matches)
