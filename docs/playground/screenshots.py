@@ -10,6 +10,7 @@ draws the page. Run from the repository root::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from aiohttp import web  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.openai_server import Reply  # noqa: E402
@@ -92,9 +94,21 @@ ANSWER = (
 )
 
 
+def _stream_slowly() -> None:
+    """Send each streamed chunk 40 ms apart, so that the page is seen filling in."""
+    write = web.StreamResponse.write
+
+    async def slow_write(self: web.StreamResponse, data: bytes) -> None:
+        await asyncio.sleep(0.04)
+        await write(self, data)
+
+    web.StreamResponse.write = slow_write  # type: ignore[method-assign]
+
+
 def main() -> None:
     """Run one fusion in the page and save both screenshots next to this file."""
     os.environ["OPENROUTER_API_KEY"] = "sk-or-v1-screenshots-only"
+    _stream_slowly()
     server = scripted_server()
     for slug, (latency, text) in PANEL.items():
         server.script(slug, Reply(text, completion_tokens=len(text) // 4), latency_s=latency)
@@ -116,7 +130,7 @@ def main() -> None:
                 analysis_models=panel,
                 model=JUDGE,
                 synthesis_model=None,
-                timeout_s=5,
+                timeout_s=30,
             ) as playground,
             sync_playwright() as driver,
         ):
@@ -131,6 +145,10 @@ def main() -> None:
             page.click("#ask")
             page.wait_for_selector(
                 '#panel-cards [data-model="~google/gemini-pro-latest"][data-state=done]'
+            )
+            streaming = '#panel-cards [data-model="~anthropic/claude-opus-latest"]'
+            page.wait_for_function(
+                f"() => document.querySelector('{streaming} .text').textContent.length > 160"
             )
             page.screenshot(path=str(OUT / "running.png"))
             page.wait_for_selector("#run-state[data-state=done]", timeout=30_000)
