@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import importlib.util
@@ -229,6 +230,58 @@ def test_a_dead_server_is_restarted(make_server: MakeServer) -> None:
 
     assert server.pid not in (None, pid)
     assert _models(url)["data"]
+
+
+async def test_after_the_server_dies_the_next_run_restarts_it_and_its_models_follow(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langfusion.graph import ModelRegistry
+
+    server = make_server()
+    monkeypatch.setattr("langfusion.graph.local.server._singleton", server)
+    registry = ModelRegistry()
+    slug, settings = "local/gemma-3-270m#1", {"role": "panel", "max_tokens": 8}
+    # What a run's prepare step does, off the event loop.
+    await asyncio.to_thread(registry.ensure_available, slug)
+    before = registry(slug, **settings)
+    pid = server.pid
+    assert pid is not None and before.openai_api_base == server.base_url  # type: ignore[attr-defined]
+
+    os.kill(pid, signal.SIGKILL)  # an OOM kill, or a Ctrl-C that reached the server
+    deadline = time.monotonic() + 10
+    while server.is_running() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not server.is_running()
+    await asyncio.to_thread(registry.ensure_available, slug)
+    after = registry(slug, **settings)
+
+    assert server.pid not in (None, pid)
+    assert after.openai_api_base == server.base_url  # type: ignore[attr-defined]
+    reply = await after.ainvoke("Name a colour.")
+    assert reply.usage_metadata and reply.usage_metadata["output_tokens"] > 0
+
+
+def test_the_server_inherits_no_secret_from_the_environment(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {
+        "OPENROUTER_API_KEY": "sk-or-v1-CHILDENV0123456789",
+        "TAVILY_API_KEY": "tvly-CHILDENV0123456789",
+        "MY_SERVICE_TOKEN": "token-CHILDENV0123456789",
+        "HTTPS_PROXY": "http://user:CHILDENV0123456789@proxy.invalid:3128",
+        "N_CTX": "64",  # would override the server's own option
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    server = make_server()
+    server.ensure_started()
+    assert server.pid is not None
+
+    environ = Path(f"/proc/{server.pid}/environ").read_bytes().decode(errors="replace")
+    names = {entry.split("=", 1)[0] for entry in environ.split("\0") if entry}
+    assert not names & set(secrets)
+    assert "CHILDENV0123456789" not in environ
+    assert "PATH" in names
 
 
 def test_a_taken_port_is_replaced_by_a_free_one(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import pytest
 from langgraph_sdk import get_client
 
 from tests.fakes import verdict
-from tests.openai_server import OpenAIServer
+from tests.openai_server import OpenAIServer, Reply
 
 REPO = Path(__file__).resolve().parents[1]
 LANGGRAPH = Path(sys.executable).with_name("langgraph")
@@ -198,3 +199,39 @@ async def test_a_request_marked_as_nested_is_refused(dev_server: DevServer) -> N
     assert dev_server.models.requests[before:] == []  # no model was asked anything
     state = await client.threads.get_state(thread["thread_id"])
     assert state["values"]["result"]["failure_reason"] == "recursion_blocked"
+
+
+async def test_a_client_that_leaves_cancels_the_run_and_its_model_connections(
+    dev_server: DevServer,
+) -> None:
+    models = dev_server.models
+    for name in ("hang/one", "hang/two"):
+        models.script(name, Reply(hang=True))
+    client = get_client(url=dev_server.url, timeout=RUN_TIMEOUT_S)
+    before = len(models.requests)
+    stream = client.runs.stream(
+        None,
+        "fusion",
+        input={"messages": [{"role": "user", "content": QUESTION}]},
+        context={**CONTEXT, "analysis_models": ["hang/one", "hang/two"]},
+        stream_mode=["custom"],
+        on_disconnect="cancel",
+    )
+
+    async def listen() -> None:
+        async for _ in stream:
+            pass
+
+    listener = asyncio.create_task(listen())
+    async with asyncio.timeout(RUN_TIMEOUT_S):
+        while len(models.requests) - before < 2:
+            await asyncio.sleep(0.05)
+        listener.cancel()  # both panel calls are in flight: the client goes away
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        while not all(r.disconnected for r in models.requests[before:]):
+            await asyncio.sleep(0.05)
+    hung = models.requests[before:]
+    assert sorted(r.model for r in hung) == ["hang/one", "hang/two"]
+    await asyncio.sleep(0.5)
+    assert len(models.requests) == before + 2  # no retry, no judge: nothing runs on

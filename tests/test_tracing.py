@@ -222,6 +222,42 @@ async def test_a_key_echoed_in_an_upstream_error_is_not_traced(
     assert_no_credentials(capture, upstream_quoted_them=True)
 
 
+@pytest.mark.parametrize(
+    ("model", "reply"),
+    [
+        ("p/two", Reply(f"Provider error for key {OPENROUTER_SECRET}", fault="error_body")),
+        (
+            "synth/model",
+            Reply(f"Broken off. Authorization: Bearer {OPENROUTER_SECRET}", fault="sse_error"),
+        ),
+    ],
+    ids=["200-error-body", "stream-error-event"],
+)
+async def test_a_key_echoed_in_a_200_body_or_a_stream_error_event_is_not_traced(
+    server: OpenAIServer, capture: CaptureServer, client: Client, model: str, reply: Reply
+) -> None:
+    server.script(model, reply)
+    graph = build_fusion_graph(model_factory=ModelRegistry(base_url=server.base_url))
+    tracer = LangChainTracer(client=client, project_name=PROJECT)
+    final: dict[str, Any] = {}
+    async for mode, payload in graph.astream(
+        {"messages": [HumanMessage(QUESTION)]},
+        {"callbacks": [tracer]},
+        context=context(),
+        stream_mode=["messages", "values"],
+    ):
+        if mode == "values":
+            final = payload
+    client.flush()
+    if model == "p/two":
+        assert final["result"].failed_models[0].failure_reason == "upstream_error"
+    else:
+        assert final["result"].failure_reason == "synthesis_failed"
+    (failed, *_) = named(capture.runs(), model, "llm")
+    assert failed["error"]  # the failure is in the trace, the key is not
+    assert_no_credentials(capture, upstream_quoted_them=True)
+
+
 TRACED_RUN = textwrap.dedent(
     """
     import asyncio, sys
