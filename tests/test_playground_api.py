@@ -417,3 +417,30 @@ def _parent(pid: int) -> int:
     except OSError:
         return 0
     return int(stat.rpartition(")")[2].split()[1])
+
+
+def test_a_run_followed_by_two_pages_goes_on_when_one_leaves(
+    server: WatchingServer, keyed: None, tmp_path: Path
+) -> None:
+    with (
+        Playground(server, tmp_path / "runs.sqlite") as playground,
+        playground.client() as first,
+        playground.client() as second,
+    ):
+        run_id = start(first)
+        leaving = events(first, run_id)
+        for event in leaving:
+            if event.get("event") == "panel_finished":  # p/fast answered
+                break
+        joined = events(second, run_id)  # joins mid-run: the story so far, then live
+        staying = [next(joined)]
+        leaving.close()  # one page goes away while p/mid and p/slow still answer
+        staying += list(joined)
+    assert staying[0]["type"] == "started" and staying[-1]["state"] == "done"
+    assert [e["model"] for e in staying if e.get("event") == "panel_finished"] == [
+        "p/fast",
+        "p/mid",
+        "p/slow",
+    ]
+    assert panel_text(staying, "p/fast") == "The fast panelist's answer."
+    assert server.dropped == []
