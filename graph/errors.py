@@ -91,10 +91,6 @@ class PanelDeadlineError(TimeoutError):
     """A model call ran out of its deadline while an attempt was in flight."""
 
 
-class RateLimitedError(ValueError):
-    """Rate limited for longer than the call's remaining time allows."""
-
-
 class UpstreamFailure(Exception):
     """The last failed attempt of a call whose deadline ended while it waited to retry.
 
@@ -254,8 +250,6 @@ def classify(exc: BaseException) -> tuple[PanelFailureReason, str]:
         exc, _TIMEOUT_ERRORS
     ):
         reason, text = "timeout", str(exc) or "the call timed out"
-    elif isinstance(exc, RateLimitedError):
-        reason, text = "rate_limited", str(exc)
     elif isinstance(exc, MissingAPIKeyError):
         reason, text = "unauthorized", str(exc)
     elif isinstance(exc, EmptyCompletionError):
