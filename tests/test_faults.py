@@ -356,3 +356,47 @@ def test_results_refuse_a_reason_outside_the_closed_set() -> None:
         FusionResult.failure("e", "unexpected_error")  # type: ignore[arg-type]
     ok = FusionResult.failure("e", "all_panels_failed")
     assert json.loads(ok.to_json())["failure_reason"] == "all_panels_failed"
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "transient"),
+    [
+        ("ConnectError", "connection_error", True),
+        ("ReadError", "connection_error", True),
+        ("RemoteProtocolError", "connection_error", True),
+        ("ReadTimeout", "timeout", False),
+    ],
+)
+def test_raw_httpx2_errors_are_classified_and_retried_like_the_sdks(
+    error: str, reason: str, transient: bool
+) -> None:
+    httpx2 = pytest.importorskip("httpx2")
+    from langfusion.graph.errors import classify, is_transient
+
+    exc = getattr(httpx2, error)("peer closed the connection")
+    assert classify(exc)[0] == reason
+    assert is_transient(exc) is transient
+
+
+async def test_a_synthesis_cut_by_a_raw_transport_error_is_retried_by_the_graph() -> None:
+    httpx2 = pytest.importorskip("httpx2")
+    from tests.fakes import FakeFactory, ScriptedModel
+
+    cut = httpx2.RemoteProtocolError("peer closed connection without sending complete body")
+    synth = ScriptedModel(replies=[cut, ANSWER])
+    factory = FakeFactory(
+        {
+            "p/1": ScriptedModel(replies=["panel answer"]),
+            "p/2": ScriptedModel(replies=[httpx2.ConnectError("connection refused")]),
+            "judge/model": ScriptedModel(replies=[verdict()]),
+            "synth/model": synth,
+        }
+    )
+    graph = build_fusion_graph(model_factory=factory)
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage(QUESTION)]}, context=context(["p/1", "p/2"])
+    )
+    assert out["answer"] == ANSWER and out["result"].failure_reason is None
+    assert len(synth.calls) == 2  # the cut attempt, then the retry
+    (failed,) = out["result"].failed_models
+    assert (failed.model, failed.failure_reason) == ("p/2", "connection_error")
