@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.cache.base import BaseCache
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import CachePolicy, Checkpointer, RetryPolicy
 
+from langfusion.graph.checkpoints import plain_checkpoints
 from langfusion.graph.context import FusionContext
 from langfusion.graph.errors import is_transient
 from langfusion.graph.models import ModelFactory, default_registry
@@ -87,4 +89,8 @@ def build_fusion_graph(
     builder.add_conditional_edges("judge", nodes.after_judge, ["synthesize", "report"])
     builder.add_edge("synthesize", "report")
     builder.add_edge("report", END)
-    return builder.compile(checkpointer=checkpointer, cache=cache, name=name)
+    graph = builder.compile(checkpointer=checkpointer, cache=cache, name=name)
+    if isinstance(graph.checkpointer, BaseCheckpointSaver):
+        # After compile, which gives the saver the allowlist of strict msgpack mode.
+        graph.checkpointer = plain_checkpoints(graph.checkpointer)
+    return graph
