@@ -373,7 +373,7 @@ def report(data: dict[str, Any]) -> None:
                 r["impl"],
                 f"{r['completed']}/{r['fusions']}" + (" (budget)" if r["budget_exhausted"] else ""),
                 r["throughput_per_s"],
-                r["throughput_per_s"] / a["throughput_per_s"] if "throughput_per_s" in a else "",
+                r["throughput_per_s"] / a["throughput_per_s"] if a.get("throughput_per_s") else "",
                 r["overhead_ms"]["median"],
                 r["overhead_ms"]["p99"],
                 r["client_cpu_ms_per_fusion"],
@@ -435,5 +435,5 @@ if __name__ == "__main__":
     parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
     data = main(args.levels, args.fusions, args.impls, args.budget_s, args.pool, args.repeats)
-    report(data)
     write_results("concurrency" + (f"_{args.tag}" if args.tag else ""), data)
+    report(data)

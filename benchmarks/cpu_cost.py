@@ -1,6 +1,6 @@
 """2. The cost of one fusion with instant models (0 ms latency, 8 panelists).
 
-Measures, in one run and interleaved round by round, the graph against two
+Measures, in one run and interleaved fusion by fusion, the graph against two
 floors that make the same HTTP calls: (a) pre-built ``ChatOpenAI`` models +
 ``asyncio.gather`` + a pre-built ``with_structured_output`` judge + the
 synthesis; (b) one pooled ``aiohttp`` session posting the graph's own request
@@ -78,35 +78,45 @@ async def measure(
         for _ in range(10):
             await impl.run()
     server_proc = psutil.Process(server.pid)
+    server_cpu: dict[str, float] = {}
+    sent: dict[str, tuple[int, int]] = {}
+    # What each fusion sends and costs the server, one implementation at a time.
+    for name, impl in impls.items():
+        before = server.stats()
+        server_before = sum(server_proc.cpu_times()[:2])
+        for _ in range(fusions):
+            await impl.run()
+        server_cpu[name] = (sum(server_proc.cpu_times()[:2]) - server_before) / fusions
+        after = server.stats()
+        sent[name] = (
+            after["requests"] - before["requests"],
+            after["bytes_in"] - before["bytes_in"],
+        )
+    # The client's cost: the implementations take turns fusion by fusion (in a
+    # rotating order), so a burst of other work on the machine lands on all.
     walls: dict[str, list[float]] = defaultdict(list)
     cpu: dict[str, list[float]] = defaultdict(list)
-    server_cpu: dict[str, float] = defaultdict(float)
-    sent: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    order = list(impls)
     for _ in range(rounds):
-        for name, impl in impls.items():
-            gc.collect()
-            before = server.stats()
-            server_before = sum(server_proc.cpu_times()[:2])
-            cpu_before = time.process_time()
-            for _ in range(fusions):
-                started = time.perf_counter()
-                await impl.run()
+        gc.collect()
+        spent: dict[str, float] = defaultdict(float)
+        for i in range(fusions):
+            for name in order[i % len(order) :] + order[: i % len(order)]:
+                cpu_before, started = time.process_time(), time.perf_counter()
+                await impls[name].run()
                 walls[name].append(time.perf_counter() - started)
-            cpu[name].append((time.process_time() - cpu_before) / fusions)
-            server_cpu[name] += sum(server_proc.cpu_times()[:2]) - server_before
-            after = server.stats()
-            sent[name][0] += after["requests"] - before["requests"]
-            sent[name][1] += after["bytes_in"] - before["bytes_in"]
+                spent[name] += time.process_time() - cpu_before
+        for name in order:
+            cpu[name].append(spent[name] / fusions)
     for impl in impls.values():
         await impl.close()
-    total = rounds * fusions
     results = {
         name: {
             "wall_ms": summary([w * 1000 for w in walls[name]]),
             "cpu_ms_per_fusion": summary([c * 1000 for c in cpu[name]]),
-            "server_cpu_ms_per_fusion": server_cpu[name] * 1000 / total,
-            "requests_per_fusion": sent[name][0] / total,
-            "request_bytes_per_fusion": sent[name][1] / total,
+            "server_cpu_ms_per_fusion": server_cpu[name] * 1000,
+            "requests_per_fusion": sent[name][0] / fusions,
+            "request_bytes_per_fusion": sent[name][1] / fusions,
         }
         for name in impls
     }
@@ -127,13 +137,22 @@ def _package(filename: str) -> str:
     return "stdlib"
 
 
-async def by_package(server: ServerProcess, fusions: int) -> dict[str, dict[str, float]]:
-    """Client CPU self time per fusion, grouped by the package it was spent in."""
+async def by_package(
+    server: ServerProcess, fusions: int
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Client CPU self time per fusion by package; Python function calls per fusion.
+
+    The call count hardly moves with the machine's load, unlike any timing:
+    on a shared machine it is the steadiest measure of work done per fusion.
+    """
     sc = scenario()
     out: dict[str, dict[str, float]] = {}
-    for name in ("fusion", "floor_a"):
+    calls: dict[str, float] = {}
+    for name in ("fusion", "floor_a", FloorALangGraph.name):
         impl = make(name, server.base_url, sc)
         await impl.check()
+        for _ in range(5):
+            await impl.run()
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(fusions):
@@ -145,7 +164,8 @@ async def by_package(server: ServerProcess, fusions: int) -> dict[str, dict[str,
         for (filename, _, _), (_, _, tottime, _, _) in stats.items():
             groups[_package(filename)] += tottime * 1000 / fusions
         out[name] = dict(groups)
-    return out
+        calls[name] = sum(ncalls for _, ncalls, _, _, _ in stats.values()) / fusions
+    return out, calls
 
 
 TREE_MIN_PERCENT = 1.5
@@ -192,14 +212,19 @@ async def in_process(rounds: int, fusions: int) -> dict[str, Any]:
             await run()
     cpu: dict[str, list[float]] = defaultdict(list)
     wall: dict[str, list[float]] = defaultdict(list)
+    order = list(runners)
     for _ in range(rounds):
-        for name, run in runners.items():
-            gc.collect()
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            for _ in range(fusions):
-                await run()
-            cpu[name].append((time.process_time() - cpu0) * 1000 / fusions)
-            wall[name].append((time.perf_counter() - wall0) * 1000 / fusions)
+        gc.collect()
+        spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for i in range(fusions):
+            for name in order[i % len(order) :] + order[: i % len(order)]:
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                await runners[name]()
+                spent[name][0] += time.process_time() - cpu0
+                spent[name][1] += time.perf_counter() - wall0
+        for name in order:
+            cpu[name].append(spent[name][0] * 1000 / fusions)
+            wall[name].append(spent[name][1] * 1000 / fusions)
     return {
         name: {"cpu_ms_per_fusion": summary(cpu[name]), "wall_ms_per_fusion": summary(wall[name])}
         for name in runners
@@ -218,7 +243,9 @@ async def main(
         data["in_process"] = await in_process(rounds, fusions * 4)
         print("profiling", flush=True)
         server.configure(scenario().server_models())
-        data["cprofile_self_ms_per_fusion"] = await by_package(server, profile_fusions)
+        by, calls = await by_package(server, profile_fusions)
+        data["cprofile_self_ms_per_fusion"] = by
+        data["python_calls_per_fusion"] = calls
         text = await tree(server, profile_fusions)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"cpu_cost_profile{'_sdk-pool' if pool == 'sdk' else ''}.txt").write_text(text)
@@ -309,6 +336,11 @@ def report(data: dict[str, Any]) -> None:
     )
     print("\nclient CPU self time by package, ms per fusion (under cProfile, so inflated):")
     print(table(["package", "fusion", "floor_a", "extra"], rows))
+    calls = data["python_calls_per_fusion"]
+    print(
+        "\nPython function calls per fusion (steady under load): "
+        + ", ".join(f"{k} {v:,.0f} ({v / calls['floor_a']:.3f}x)" for k, v in calls.items())
+    )
     lg = impls.get(FloorALangGraph.name)
     if lg:
         cpu = {k: v["cpu_ms_per_fusion"]["median"] for k, v in impls.items()}

@@ -4,7 +4,7 @@ Panel latencies are spread evenly from 200 ms to 2 s (a panel of one waits
 2 s); the judge takes 300 ms and the synthesis 200 ms, so the critical path
 of every run is 2.5 s. Runs of the graph, of floor (a) (pre-built
 ``ChatOpenAI`` + ``asyncio.gather``) and of floor (b) (raw ``aiohttp``
-posting the same bodies) alternate, one at a time. With 8 repeats, p99 is
+posting the same bodies) alternate, one at a time, in a rotating order. With 8 repeats, p99 is
 the worst run.
 
     python -m benchmarks.critical_path [--repeats 8]
@@ -40,10 +40,12 @@ async def measure(server: ServerProcess, n: int, repeats: int) -> dict[str, Any]
     for impl in impls.values():
         await impl.check()
     walls: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(repeats):
-        for name, impl in impls.items():
+    order = list(impls)
+    for i in range(repeats):
+        # A rotating order: no implementation always runs right after another.
+        for name in order[i % len(order) :] + order[: i % len(order)]:
             started = time.perf_counter()
-            await impl.run()
+            await impls[name].run()
             walls[name].append(time.perf_counter() - started)
     for impl in impls.values():
         await impl.close()
