@@ -162,7 +162,8 @@ class ModelRegistry:
     def __call__(self, slug: str, /, **settings: Any) -> BaseChatModel:
         """Build or reuse the chat model for ``slug`` with ``settings``."""
         if slug in self._ready:
-            return self._ready[slug]
+            ready = self._ready[slug]
+            return _at_temperature_zero(ready) if settings.get("role") == "judge" else ready
         key = (slug, _settings_key(settings))
         if slug.startswith(LOCAL_PREFIX):
             # A restarted embedded server listens on another port: a model built
@@ -256,6 +257,17 @@ def _local_base_url() -> str | None:
     from langfusion.graph.local import local_server
 
     return local_server().base_url
+
+
+def _at_temperature_zero(model: BaseChatModel) -> BaseChatModel:
+    """``model`` as the judge: at temperature 0, whatever it was registered with.
+
+    A shallow copy keeps the model's own headers, clients and other settings.
+    A model without a ``temperature`` field is used as it is.
+    """
+    if "temperature" not in type(model).model_fields:
+        return model
+    return model.model_copy(update={"temperature": 0.0})
 
 
 def _settings_key(settings: dict[str, Any]) -> _SettingsKey:

@@ -404,3 +404,92 @@ async def test_alias_progress_events_reach_callbacks(server: OpenAIServer) -> No
 def test_the_tool_alone_builds_no_graph_until_used() -> None:
     fusion = FusionTool(analysis_models=["p/one"])
     assert fusion._graph is None
+
+
+async def test_with_fusion_serves_the_caller_as_the_judge_only(server: OpenAIServer) -> None:
+    # The caller is also on the panel: its panel answer comes from the registry's own
+    # model for that slug (the panel's settings), only the judge is the caller itself.
+    registry = ModelRegistry(base_url=server.base_url)
+    server.script("caller/model", "the caller's panel answer", verdict())
+    caller = ChatOpenAI(
+        model="caller/model",
+        base_url=server.base_url,
+        api_key="k",
+        temperature=0.8,
+        default_headers={"x-caller": "yes"},
+        max_retries=0,
+        timeout=10,
+    )  # type: ignore[arg-type]
+    bound_tools: list[Any] = []
+    caller.__dict__["bind_tools"] = lambda tools, **kw: bound_tools.extend(tools) or caller
+    with_fusion(caller, analysis_models=["caller/model"], model_factory=registry)
+    (tool_instance,) = bound_tools
+    data = json.loads((await tool_instance.ainvoke(call({"prompt": QUESTION}))).content)
+    assert data["responses"][0]["content"] == "the caller's panel answer"
+    panel, judge = (r for r in server.requests_for("caller/model"))
+    assert "temperature" not in panel.body and "x-caller" not in panel.headers
+    assert judge.body["temperature"] == 0 and judge.headers["x-caller"] == "yes"
+
+
+async def test_a_registered_ready_model_judges_at_temperature_zero_with_its_own_headers(
+    server: OpenAIServer,
+) -> None:
+    registry = ModelRegistry(base_url=server.base_url)
+    ready = ChatOpenAI(
+        model="judge/model",
+        base_url=server.base_url,
+        api_key="k",
+        temperature=0.9,
+        default_headers={"x-team": "blue"},
+        max_retries=0,
+        timeout=10,
+    )  # type: ignore[arg-type]
+    registry.register("team/judge", ready)
+    fusion = FusionTool(
+        analysis_models=["p/one"], model="team/judge", model_factory=registry, web_tools=False
+    )
+    data = json.loads((await fusion.ainvoke(call({"prompt": QUESTION}))).content)
+    assert data["status"] == "ok" and data["analysis"] is not None
+    (judged,) = server.requests_for("judge/model")
+    assert judged.body["temperature"] == 0 and judged.headers["x-team"] == "blue"
+    assert ready.temperature == 0.9  # the registered model itself is left as it was
+    # As a panel model, the same ready model keeps its own temperature.
+    server.requests.clear()
+    panel = FusionTool(analysis_models=["team/judge"], model="judge/model", model_factory=registry)
+    await panel.ainvoke(call({"prompt": QUESTION}))
+    first, _judge = server.requests_for("judge/model")
+    assert first.body["temperature"] == 0.9
+
+
+@pytest.mark.parametrize("path", ["invoke", "ainvoke", "batch", "abatch"])
+def test_every_tool_call_path_returns_the_result_with_the_pipeline_under_the_tool_run(
+    server: OpenAIServer, path: str
+) -> None:
+    import asyncio
+
+    fusion = FusionTool(
+        analysis_models=["p/one", "p/two"],
+        model="judge/model",
+        model_factory=ModelRegistry(base_url=server.base_url),
+        web_tools=False,
+    )
+    tree = RunTree()
+    config: Any = {"callbacks": [tree]}
+    calls = {
+        "invoke": lambda: [fusion.invoke(call({"prompt": QUESTION}), config)],
+        "ainvoke": lambda: [asyncio.run(fusion.ainvoke(call({"prompt": QUESTION}), config))],
+        "batch": lambda: fusion.batch([call({"prompt": QUESTION})] * 2, config),
+        "abatch": lambda: asyncio.run(fusion.abatch([call({"prompt": QUESTION})] * 2, config)),
+    }
+    messages = calls[path]()
+    for message in messages:
+        data = json.loads(message.content)
+        assert data["status"] == "ok" and [r["model"] for r in data["responses"]] == [
+            "p/one",
+            "p/two",
+        ]
+        assert isinstance(message.artifact, FusionResult)
+    judges = [run for run, name in tree.name.items() if name == "judge/model"]
+    assert len(judges) == len(messages)
+    for run in judges:
+        assert "tool:fusion" in tree.ancestors(run)

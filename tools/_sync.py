@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import queue
 import threading
@@ -44,21 +45,34 @@ _DONE = object()
 
 
 def iterate_sync(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
-    """Drive an async iterator on a worker thread and yield its items as they come."""
+    """Drive an async iterator on a worker thread and yield its items as they come.
+
+    Closing the returned iterator early (a ``break`` out of a ``for`` loop)
+    cancels the async side and waits for it to unwind: its model calls are
+    cancelled, their connections closed, and no thread is left behind.
+    """
     items: queue.Queue[Any] = queue.Queue()
     context = contextvars.copy_context()
+    started, finished = threading.Event(), threading.Event()
+    running: list[asyncio.Task[Any]] = []
 
     async def pump() -> None:
+        running.extend(filter(None, [asyncio.current_task()]))
+        started.set()
         try:
             async for item in make():
                 items.put(item)
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
             items.put(_Failure(exc))
         finally:
+            finished.set()
             items.put(_DONE)
 
     thread = threading.Thread(
-        target=context.run, args=(asyncio.run, _closing_pools(pump())), daemon=True
+        target=context.run,
+        args=(asyncio.run, _closing_pools(pump())),
+        name="langfusion-stream",
+        daemon=True,
     )
     thread.start()
     try:
@@ -67,7 +81,27 @@ def iterate_sync(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
                 raise item.error
             yield item
     finally:
+        if thread.is_alive():
+            started.wait()
+            for task in running:
+                _cancel_unless_finished(task, finished)
         thread.join()
+
+
+def _cancel_unless_finished(task: asyncio.Task[Any], finished: threading.Event) -> None:
+    """Cancel ``task`` from another thread, unless it has finished iterating by then.
+
+    Checked on the task's own loop: a run that finished is closing its pools,
+    which must not be cut short.
+    """
+
+    def cancel() -> None:
+        if not finished.is_set():
+            task.cancel()
+
+    # The loop may close while this is being asked.
+    with contextlib.suppress(RuntimeError):
+        task.get_loop().call_soon_threadsafe(cancel)
 
 
 class _Failure:

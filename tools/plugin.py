@@ -22,7 +22,11 @@ def model_slug(model: BaseChatModel) -> str | None:
 
 
 class _CallerAsJudge:
-    """A factory that serves the calling model itself as the judge, at temperature 0."""
+    """A factory that serves the calling model itself as the judge, at temperature 0.
+
+    Only the judge: a panel (or synthesis) call for the same slug goes to the
+    base factory, so the panel still gets its own, independent model.
+    """
 
     def __init__(self, base: ModelFactory, slug: str, model: BaseChatModel) -> None:
         self._base = base
@@ -34,7 +38,7 @@ class _CallerAsJudge:
         )
 
     def __call__(self, slug: str, /, **settings: Any) -> BaseChatModel:
-        if slug == self._slug:
+        if slug == self._slug and settings.get("role") == "judge":
             return self._judge
         return self._base(slug, **settings)
 
