@@ -198,6 +198,14 @@ class ModelRegistry:
             return
         self.check_key(slug)
 
+    def may_block(self, slug: str) -> bool:
+        """Whether ``ensure_available(slug)`` may block: only the embedded server starts up.
+
+        For every other slug readying is a key check, which the graph then
+        does on the event loop instead of with a thread hop per run.
+        """
+        return slug.startswith(LOCAL_PREFIX) and slug not in self._ready
+
     def check_key(self, slug: str) -> None:
         """Raise ``MissingAPIKeyError`` if ``slug`` needs a key that is not set."""
         if slug in self._ready or slug.startswith(LOCAL_PREFIX):

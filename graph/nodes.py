@@ -157,10 +157,15 @@ class Nodes:
         try:
             ensure = getattr(self.factory, "ensure_available", None)
             if callable(ensure):
-                # Readying a provider may block (the embedded server starts, and
-                # hashes its model file): not on the event loop.
                 slugs = list(dict.fromkeys(slug for slug, _ in roles))
-                await asyncio.to_thread(lambda: [ensure(slug) for slug in slugs])
+                may_block = getattr(self.factory, "may_block", None)
+                if callable(may_block) and not any(may_block(slug) for slug in slugs):
+                    for slug in slugs:
+                        ensure(slug)
+                else:
+                    # Readying a provider may block (the embedded server starts, and
+                    # hashes its model file): not on the event loop.
+                    await asyncio.to_thread(lambda: [ensure(slug) for slug in slugs])
             for slug, role in roles:
                 self.model(ctx, slug, role, depth)
         except MissingAPIKeyError as exc:
