@@ -2,8 +2,8 @@
 
     python -m benchmarks.run_all [--quick]
 
-``--quick`` cuts repeats and counts (a smoke run of about 3 minutes); the
-full run takes about 15 minutes on a 2-core machine.
+``--quick`` cuts repeats and counts (a smoke run of about 5 minutes); the
+full run takes about 30 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import time
 
 FULL: list[list[str]] = [
     ["critical_path"],
-    ["cpu_cost"],
-    ["concurrency"],
+    ["cpu_cost", "--retry-floor"],
+    # All 500 fusions of a level progress together and end together: on a
+    # loaded 2-core machine they need more than the default 60 s.
+    ["concurrency", "--repeats", "3", "--budget-s", "120"],
     ["stragglers"],
     ["streaming"],
     ["tokens"],
