@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from langfusion.graph import FusionResult
 from langfusion.tools.playground.store import RunStore
 from tests.fakes import verdict
 from tests.openai_server import Reply
@@ -385,3 +386,21 @@ def test_the_page_shows_what_the_result_carries(page: Any, playground: Playgroun
     assert page.get_attribute(card("p/busy"), "data-state") == "failed"
     cost = page.locator('#usage-table tr[data-step="panel"] td').last.inner_text()
     assert cost == "$0.0012"
+
+
+@pytest.mark.skipif(
+    "analysis_meta" not in FusionResult.model_fields,
+    reason="the graph does not report analysis_meta yet (the page's banners are tested above)",
+)
+def test_a_single_answer_is_shown_as_a_degraded_analysis(page: Any, playground: Playground) -> None:
+    ask(page, playground, panel="p/fast")
+    assert wait_finished(page) == "done"
+    meta = result_of(page, playground)["analysis_meta"]
+    assert meta["degraded"] == "single_response" and meta["responses_compared"] == 1
+    banners = " ".join(texts(page, "#banners .banner"))
+    assert "Degraded analysis: only 1 answer was compared" in banners
+    # the scripted judge also cites "Response B", who was not on this panel
+    dropped = [d["cited"] for d in meta["dropped_citations"]]
+    assert dropped and all(name in banners for name in dropped)
+    noun = "citation" if len(dropped) == 1 else "citations"
+    assert f"{len(dropped)} {noun} named no panelist" in banners
