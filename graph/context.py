@@ -93,6 +93,8 @@ class FusionContext:
         web_tools: Whether panel calls may use ``web_search``/``web_fetch``.
         judge_web_tools: Let the judge check disputed facts with the web tools
             before its analysis (one more judge call; off by default).
+        min_responses: Fewest surviving panel answers the judge may compare
+            (1 to the panel's size); fewer ends the run with ``insufficient_responses``.
         preset_used: The preset the defaults came from (resolved).
         panel: The resolved panel slugs.
         judge: The resolved judge slug.
@@ -152,6 +154,12 @@ class FusionContext:
     judge_web_tools: bool = _param(
         False, "let the judge check disputed facts with the web tools (one more judge call)"
     )
+    min_responses: int = _param(
+        1,
+        "fewest surviving panel answers the judge may compare; fewer is an error "
+        "(insufficient_responses)",
+        metavar="N",
+    )
     preset_used: Preset = field(init=False)
     panel: tuple[str, ...] = field(init=False)
     judge: str = field(init=False)
@@ -201,6 +209,12 @@ class FusionContext:
             else judge
         )
         _check_int("max_tool_calls", self.max_tool_calls, 1, MAX_TOOL_CALLS)
+        _check_int("min_responses", self.min_responses, 1, MAX_PANEL)
+        if self.min_responses > len(panel):
+            raise ValueError(
+                f"min_responses={self.min_responses} can never be met by a panel of "
+                f"{len(panel)}; name more analysis_models or lower min_responses."
+            )
         if self.max_completion_tokens is not None:
             _check_int("max_completion_tokens", self.max_completion_tokens, 1, None)
         if self.temperature is not None:

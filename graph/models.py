@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_openai import ChatOpenAI
 
 from langfusion.graph.context import API_KEY_ENV
 from langfusion.graph.errors import MissingAPIKeyError
+from langfusion.graph.openrouter import SERVER_TOOLS_KEY, CitingChatOpenAI
 from langfusion.graph.transport import (
     BoundedCache,
     call_deadline,
@@ -239,7 +239,10 @@ class ModelRegistry:
                 extra_body["reasoning"] = {"effort": reasoning}
         elif reasoning:
             kwargs["reasoning_effort"] = reasoning
-        return ChatOpenAI(
+        if endpoint is None and self._base_url is None:
+            # The endpoint the OpenRouter key is for: its own web tools run there.
+            kwargs["metadata"] = {SERVER_TOOLS_KEY: True}
+        return CitingChatOpenAI(
             model=endpoint.model_name or slug if endpoint else slug,
             base_url=base_url,
             api_key=api_key,  # type: ignore[arg-type]

@@ -47,6 +47,9 @@ def result_markdown(
             )
         else:
             blocks.append("\n".join(_analysis_table(result.analysis)))
+        blocks += list(_trust_notes(result))
+        if result.citations:
+            blocks += ["## Sources", "\n".join(_sources(result))]
         if answer is not None:
             blocks += ["## Answer", answer.strip() or "_No answer: the synthesis failed._"]
     total = result.usage.total.total_tokens
@@ -58,6 +61,29 @@ def result_markdown(
             f" · synthesis {usage.synthesis.total_tokens:,})._"
         )
     return "\n\n".join(blocks) + "\n"
+
+
+def _trust_notes(result: FusionResult) -> Iterator[str]:
+    """What a reader must know to trust the analysis: degraded, corrected, repaired."""
+    meta = result.analysis_meta
+    if meta is None:
+        return
+    if meta.degraded == "single_response":
+        yield (
+            "_Degraded: only one answer was compared, so its consensus and contradictions "
+            "are not a comparison._"
+        )
+    if meta.dropped_citations:
+        cited = ", ".join(f"{d.cited} ({d.section})" for d in meta.dropped_citations)
+        yield f"_Dropped {len(meta.dropped_citations)} citation(s) of no panelist: {_cell(cited)}._"
+    if meta.repaired:
+        yield "_The judge's output was not clean JSON; it was repaired before it was checked._"
+
+
+def _sources(result: FusionResult) -> Iterator[str]:
+    for c in result.citations:
+        title = f"{_cell(c.title)}: " if c.title else ""
+        yield f"- {title}<{c.url}> ({', '.join(c.models)})"
 
 
 def _panel_table(result: FusionResult) -> Iterator[str]:

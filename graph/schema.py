@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
@@ -14,6 +15,7 @@ JudgeFailure = Literal[
     "judge_upstream_error",
     "judge_empty_completion",
 ]
+
 # The closed sets of failure reasons (SPEC "Failure reasons"). Why one panel model
 # gave no answer (``FailedModel.failure_reason``):
 PanelFailureReason = Literal[
@@ -86,10 +88,23 @@ class Usage(BaseModel):
         )
 
 
+# The analysis sections whose entries cite panelists.
+CitedSection = Literal["contradictions", "partial_coverage", "unique_insights"]
+
+# A label the judge wrote in free text ("Response B says ..."), named by its slug.
+_LABEL_MENTION = re.compile(r"\bResponse [A-Z]\b")
+
+# Marks the fields that name a panelist: the judge's per-run schema turns each
+# into an ``enum`` of that run's labels (``judge.judge_schema``).
+_LABEL_FIELD: dict[str, Any] = {"x-panel-label": True}
+
+
 class Stance(BaseModel):
     """One model's position on a contested topic."""
 
-    model: str = Field(description="The response label, e.g. 'Response A'.")
+    model: str = Field(
+        description="The response label, e.g. 'Response A'.", json_schema_extra=_LABEL_FIELD
+    )
     stance: str = Field(description="What that response claims about the topic.")
 
 
@@ -103,14 +118,18 @@ class Contradiction(BaseModel):
 class PartialCoverage(BaseModel):
     """A point made by some responses and missing from the others."""
 
-    models: list[str] = Field(description="Labels of the responses that make the point.")
+    models: list[Annotated[str, Field(json_schema_extra=_LABEL_FIELD)]] = Field(
+        description="Labels of the responses that make the point."
+    )
     point: str = Field(description="The point.")
 
 
 class UniqueInsight(BaseModel):
     """Something only one response saw."""
 
-    model: str = Field(description="Label of the one response that makes it.")
+    model: str = Field(
+        description="Label of the one response that makes it.", json_schema_extra=_LABEL_FIELD
+    )
     insight: str = Field(description="The insight.")
 
 
@@ -126,33 +145,65 @@ class Analysis(BaseModel):
     blind_spots: list[str] = Field(description="What no response addressed but should have.")
 
     def relabel(self, names: Mapping[str, str]) -> Analysis:
-        """Replace response labels with the model slugs they stand for."""
+        """Replace response labels with the model slugs they stand for.
 
-        def name(label: str) -> str:
-            key = label.strip()
-            if key in names:
-                return names[key]
-            short = key.removeprefix("Response").strip()
-            return names.get(f"Response {short}", key)
+        A citation of anything but a label in ``names`` is dropped; see ``attributed``.
+        """
+        return self.attributed(names)[0]
 
-        return Analysis(
-            consensus=self.consensus,
-            contradictions=[
-                Contradiction(
-                    topic=c.topic,
-                    stances=[Stance(model=name(s.model), stance=s.stance) for s in c.stances],
+    def attributed(self, names: Mapping[str, str]) -> tuple[Analysis, list[DroppedCitation]]:
+        """Map labels to slugs, dropping every citation that names no panelist.
+
+        Only an exact label (surrounding spaces aside) counts: ``Response Z``,
+        ``response b`` or a slug the judge never saw match no panelist. An
+        entry left with no valid attribution is dropped whole.
+
+        Args:
+            names: Label -> slug, for this run's panel.
+
+        Returns:
+            The analysis in slugs, and the citations that were dropped.
+        """
+        dropped: list[DroppedCitation] = []
+
+        def text(value: str) -> str:
+            return _LABEL_MENTION.sub(lambda m: names.get(m.group(0), m.group(0)), value).strip()
+
+        def name(label: str, section: CitedSection) -> str | None:
+            slug = names.get(label.strip())
+            if slug is None:
+                dropped.append(DroppedCitation(section=section, cited=label))
+            return slug
+
+        contradictions = []
+        for c in self.contradictions:
+            stances = [
+                Stance(model=slug, stance=text(s.stance))
+                for s in c.stances
+                if (slug := name(s.model, "contradictions")) is not None
+            ]
+            if stances:
+                contradictions.append(Contradiction(topic=text(c.topic), stances=stances))
+        partial = []
+        for p in self.partial_coverage:
+            cited = [slug for m in p.models if (slug := name(m, "partial_coverage")) is not None]
+            if cited:
+                partial.append(
+                    PartialCoverage(models=list(dict.fromkeys(cited)), point=text(p.point))
                 )
-                for c in self.contradictions
-            ],
-            partial_coverage=[
-                PartialCoverage(models=[name(m) for m in p.models], point=p.point)
-                for p in self.partial_coverage
-            ],
-            unique_insights=[
-                UniqueInsight(model=name(u.model), insight=u.insight) for u in self.unique_insights
-            ],
-            blind_spots=self.blind_spots,
+        unique = [
+            UniqueInsight(model=slug, insight=text(u.insight))
+            for u in self.unique_insights
+            if (slug := name(u.model, "unique_insights")) is not None
+        ]
+        analysis = Analysis(
+            consensus=[t for c in self.consensus if (t := text(c))],
+            contradictions=contradictions,
+            partial_coverage=partial,
+            unique_insights=unique,
+            blind_spots=[t for b in self.blind_spots if (t := text(b))],
         )
+        return analysis, dropped
 
 
 class _Reasoning(BaseModel):
@@ -167,6 +218,38 @@ class JudgeVerdict(Analysis, _Reasoning):
     def analysis(self) -> Analysis:
         """The verdict without the reasoning."""
         return Analysis.model_validate(self.model_dump(exclude={"reasoning"}))
+
+
+class DroppedCitation(BaseModel):
+    """A model name the judge wrote that matches no panelist; the citation was removed."""
+
+    section: CitedSection
+    cited: str
+
+
+class AnalysisMeta(BaseModel):
+    """How far the analysis can be trusted: what was compared and what was corrected.
+
+    Attributes:
+        responses_compared: Panel answers the judge compared.
+        degraded: ``"single_response"`` when it compared one answer (its
+            consensus and contradictions are then not a comparison), else ``None``.
+        dropped_citations: Citations of models that were not on the panel, removed.
+        repaired: The judge's output was not clean JSON and was repaired.
+    """
+
+    responses_compared: int
+    degraded: Literal["single_response"] | None = None
+    dropped_citations: list[DroppedCitation] = Field(default_factory=list)
+    repaired: bool = False
+
+
+class Citation(BaseModel):
+    """A page the panel or the judge fetched or cited, and who used it."""
+
+    url: str
+    title: str | None = None
+    models: list[str] = Field(default_factory=list)
 
 
 class PanelResponse(BaseModel):
@@ -222,11 +305,13 @@ class FusionResult(BaseModel):
     judge_model: str | None = None
     judge_usage: Usage | None = None
     usage: RunUsage = Field(default_factory=RunUsage)
+    analysis_meta: AnalysisMeta | None = None
+    citations: list[Citation] = Field(default_factory=list)
 
     @model_serializer(mode="wrap")
     def _spec_shape(self, handler: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for key in ("error", "failure_reason", "judge_model", "judge_usage"):
+        for key in ("error", "failure_reason", "judge_model", "judge_usage", "analysis_meta"):
             if data.get(key) is None:
                 data.pop(key, None)
         if self.status == "error" and self.analysis is None:

@@ -289,6 +289,7 @@ GIVEN: dict[str, tuple[list[str], Any]] = {
     "synthesize": (["--no-synthesis"], False),
     "web_tools": (["--no-web"], False),
     "judge_web_tools": (["--judge-web-tools"], True),
+    "min_responses": (["--min-responses", "2"], 2),
 }
 
 

@@ -28,6 +28,7 @@ GIVEN: dict[str, Any] = {
     "synthesize": True,
     "web_tools": False,
     "judge_web_tools": True,
+    "min_responses": 2,
 }
 
 

@@ -14,9 +14,17 @@ from langfusion.graph.models import (
     TOOLS_KEY,
     _async_client,
 )
+from langfusion.graph.prompts import PLAIN_PROMPTS_KEY
 
 _LOCAL_TEMPERATURES = (0.3, 0.5, 0.7, 0.4, 0.6, 0.8, 0.35, 0.55)
 _LOCAL_DEFAULT_MAX_TOKENS = 256
+# A base model that runs on past its answer writes the template's next turn:
+# free text stops there. (Not the judge: its grammar keeps it to JSON, where
+# these words may sit inside a string.)
+_TURN_LABELS = ["Question:", "Answer:"]
+# Gemma's control tokens (pad, bos, unk, mask, [multimodal], start/end of turn,
+# start/end of image) come out as literal text such as "<start_of_image>".
+_CONTROL_TOKENS = {str(token): -100 for token in (0, 2, 3, 4, 5, 105, 106, 255999, 256000)}
 
 
 def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
@@ -57,7 +65,9 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
             "max_tokens": max_tokens,
             "repeat_penalty": 1.15,
             "seed": 1000 + index,
+            "logit_bias": _CONTROL_TOKENS,
         },
+        stop_sequences=None if role == "judge" else _TURN_LABELS,
         stream_usage=True,
         disable_streaming=role != "synthesis" and not settings.get("stream"),
         # A 270M base model cannot drive web tools; their schemas would only
@@ -66,5 +76,8 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
             STRUCTURED_METHOD_KEY: "function_calling",
             SCHEMA_CAPS_KEY: True,
             TOOLS_KEY: False,
+            # A base model continues its prompt: tags and instructions would
+            # come back in its answers.
+            PLAIN_PROMPTS_KEY: True,
         },
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from langchain_core.callbacks import (
@@ -92,6 +92,7 @@ class WebFetchTool(BaseTool):
     args_schema: type[BaseModel] = WebFetchInput
     handle_tool_error: bool = True
     handle_validation_error: bool = True
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
 
     allow_hosts: tuple[str, ...] = ()
     allow_ports: frozenset[int] = DEFAULT_ALLOWED_PORTS
@@ -118,15 +119,17 @@ class WebFetchTool(BaseTool):
             raise ValueError(f"allow_ports must be TCP ports (1-65535), got {bad}")
         return value
 
-    def _run(self, url: str, run_manager: CallbackManagerForToolRun | None = None) -> str:
+    def _run(
+        self, url: str, run_manager: CallbackManagerForToolRun | None = None
+    ) -> tuple[str, dict[str, str | None]]:
         return run_sync(lambda: self._fetch(url))
 
     async def _arun(
         self, url: str, run_manager: AsyncCallbackManagerForToolRun | None = None
-    ) -> str:
+    ) -> tuple[str, dict[str, str | None]]:
         return await self._fetch(url)
 
-    async def _fetch(self, url: str) -> str:
+    async def _fetch(self, url: str) -> tuple[str, dict[str, str | None]]:
         try:
             async with asyncio.timeout(self.timeout):
                 page = await self._follow(url)
@@ -145,7 +148,8 @@ class WebFetchTool(BaseTool):
         except httpx.HTTPError as exc:
             detail = str(exc) or type(exc).__name__
             raise ToolException(f"web_fetch failed for {url}: {detail}.") from None
-        return _render_page(page, self.max_chars)
+        # The artifact names the page read, so a run can cite it.
+        return _render_page(page, self.max_chars), {"url": page.url, "title": page.title}
 
     async def _follow(self, requested: str) -> _Page:
         policy = _Policy.build(self.allow_hosts, self.allow_ports)
