@@ -404,3 +404,17 @@ def test_a_single_answer_is_shown_as_a_degraded_analysis(page: Any, playground: 
     assert dropped and all(name in banners for name in dropped)
     noun = "citation" if len(dropped) == 1 else "citations"
     assert f"{len(dropped)} {noun} named no panelist" in banners
+
+
+def test_the_pages_a_panel_model_cited_are_listed_with_it(
+    page: Any, playground: Playground, server: WatchingServer
+) -> None:
+    cited = {"url": "https://example.org/study", "title": "BRT study"}
+    annotations = [{"type": "url_citation", "url_citation": cited}]
+    server.script("p/fast", Reply("A tram, see the study.", annotations=annotations))
+    ask(page, playground, panel="p/fast, p/mid")  # the panel streams: annotations arrive as deltas
+    assert wait_finished(page) == "done"
+    assert result_of(page, playground)["citations"] == [{**cited, "models": ["p/fast"]}]
+    link = page.locator("#citations a")
+    assert link.inner_text() == "BRT study" and link.get_attribute("href") == cited["url"]
+    assert page.locator("#citations li").inner_text().endswith("— p/fast")
