@@ -53,6 +53,17 @@ PANEL = {
         "cap-and-trade when what matters is a guaranteed quantity of emissions.",
     ),
 }
+CITED = {
+    "~google/gemini-pro-latest": [
+        {
+            "type": "url_citation",
+            "url_citation": {
+                "url": "https://example.org/carbon-pricing-survey",
+                "title": "A survey of carbon pricing studies",
+            },
+        }
+    ]
+}
 VERDICT = {
     "reasoning": "All three agree on efficiency; they differ on growth and on revenue use.",
     "consensus": [
@@ -111,7 +122,8 @@ def main() -> None:
     _stream_slowly()
     server = scripted_server()
     for slug, (latency, text) in PANEL.items():
-        server.script(slug, Reply(text, completion_tokens=len(text) // 4), latency_s=latency)
+        reply = Reply(text, completion_tokens=len(text) // 4, annotations=CITED.get(slug))
+        server.script(slug, reply, latency_s=latency)
     server.script("deepseek/deepseek-v3.2", Reply("Rate limit exceeded", status=429))
     # The judge and then the synthesis, as when the judge also writes the answer.
     server.script(
