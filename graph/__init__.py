@@ -33,7 +33,10 @@ if TYPE_CHECKING:
     )
     from langfusion.graph.schema import (
         Analysis,
+        AnalysisMeta,
+        Citation,
         Contradiction,
+        DroppedCitation,
         FailedModel,
         FusionResult,
         JudgeVerdict,
@@ -51,7 +54,10 @@ _HOMES = {
     "DEPTH_HEADER": "models",
     "PRESETS": "context",
     "Analysis": "schema",
+    "AnalysisMeta": "schema",
+    "Citation": "schema",
     "Contradiction": "schema",
+    "DroppedCitation": "schema",
     "FailedModel": "schema",
     "FusionContext": "context",
     "FusionGraph": "fusion",
@@ -80,8 +86,11 @@ _HOMES = {
 __all__ = [
     "ACTIVE_DEPTH",
     "Analysis",
+    "AnalysisMeta",
+    "Citation",
     "Contradiction",
     "DEPTH_HEADER",
+    "DroppedCitation",
     "FailedModel",
     "FusionContext",
     "FusionGraph",

@@ -21,13 +21,24 @@ def question(messages: Sequence[AnyMessage]) -> str | None:
 
 
 def conversation(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
-    """The conversation up to and including its last human message."""
+    """The conversation up to and including its last human message, system messages kept."""
     for index in range(len(messages) - 1, -1, -1):
         if isinstance(messages[index], HumanMessage):
-            return [m for m in messages[: index + 1] if not isinstance(m, SystemMessage)]
+            return list(messages[: index + 1])
     return []
 
 
+def instructions(messages: Sequence[AnyMessage]) -> str | None:
+    """The asker's instructions: the text of every system message, ``None`` if there is none."""
+    texts = [message_text(m).strip() for m in messages if isinstance(m, SystemMessage)]
+    return "\n\n".join(t for t in texts if t) or None
+
+
+def without_instructions(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
+    """``messages`` without its system messages."""
+    return [m for m in messages if not isinstance(m, SystemMessage)]
+
+
 def history(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
-    """Earlier turns, before the last human message."""
-    return conversation(messages)[:-1]
+    """Earlier turns, before the last human message, without the system messages."""
+    return without_instructions(conversation(messages))[:-1]

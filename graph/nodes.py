@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool
 from langgraph.config import get_config, get_stream_writer
 from langgraph.errors import NodeError
@@ -21,8 +20,14 @@ from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
+from langfusion.graph.citations import credited, merged
 from langfusion.graph.context import FusionContext
-from langfusion.graph.conversation import conversation, history, message_text, question
+from langfusion.graph.conversation import (
+    conversation,
+    instructions,
+    message_text,
+    question,
+)
 from langfusion.graph.depth import ACTIVE_DEPTH, Role, active, child_config, header_depth
 from langfusion.graph.errors import (
     EmptyCompletionError,
@@ -32,7 +37,7 @@ from langfusion.graph.errors import (
     classify,
     status_of,
 )
-from langfusion.graph.judge import Panel, fit, structured_verdict
+from langfusion.graph.judge import Panel, judge_panel
 from langfusion.graph.models import (
     DEPTH_HEADER,
     PANEL_TOKENS,
@@ -40,26 +45,18 @@ from langfusion.graph.models import (
     ModelFactory,
     call_deadline,
 )
-from langfusion.graph.prompts import (
-    JUDGE_NOTES,
-    JUDGE_RESPONSE,
-    JUDGE_SYSTEM,
-    JUDGE_VERIFY,
-    PANEL_SYSTEM,
-    SYNTHESIS_SYSTEM,
-    SYNTHESIS_USER,
-)
+from langfusion.graph.openrouter import SERVER_TOOLS_KEY, server_tools
+from langfusion.graph.panel import check_not_refused, panel_messages, plain_prompts
 from langfusion.graph.schema import (
     FailedModel,
     FusionResult,
-    JudgeFailure,
-    JudgeVerdict,
     PanelResponse,
     RunFailureReason,
     RunUsage,
     Usage,
 )
 from langfusion.graph.state import FusionState, PanelTask
+from langfusion.graph.synthesis_prompt import synthesis_messages
 from langfusion.graph.toolloop import answer_with_tools
 
 T = TypeVar("T", PanelResponse, FailedModel)
@@ -70,6 +67,8 @@ _FRESH_RUN: dict[str, Any] = {
     "responses": None,
     "failed_models": None,
     "analysis": None,
+    "analysis_meta": None,
+    "citations": None,
     "judge_failure": None,
     "judge_usage": None,
     "synthesis_usage": None,
@@ -217,7 +216,11 @@ class Nodes:
         writer = get_stream_writer()
         writer({"event": "panel_started", "model": slug})
         model = self.model(ctx, slug, "panel", task["depth"])
-        tools = self.web_tools if ctx.web_tools and _takes_tools(model) else ()
+        on_server = _server_tools(ctx, model)
+        tools = self.web_tools if ctx.web_tools and _takes_tools(model) and not on_server else ()
+        messages = panel_messages(
+            task["messages"], tools=bool(tools or on_server), plain=plain_prompts(model)
+        )
         started = time.monotonic()
         config = child_config(
             task["depth"], task["fusion_id"], "panel", slug, nostream=not PANEL_TOKENS.get()
@@ -227,13 +230,15 @@ class Nodes:
                 async with call_deadline(ctx.timeout_s):
                     outcome = await answer_with_tools(
                         model,
-                        [SystemMessage(PANEL_SYSTEM), *task["messages"]],
+                        messages,
                         tools,
                         max_tool_calls=ctx.max_tool_calls,
                         config=config,
+                        server_tools=on_server,
                     )
         except TimeoutError as exc:
             raise PanelDeadlineError(f"no answer within timeout_s={ctx.timeout_s:g}s") from exc
+        check_not_refused(outcome.message)
         content = message_text(outcome.message)
         if not content.strip():
             raise EmptyCompletionError("the model returned an empty answer")
@@ -252,7 +257,7 @@ class Nodes:
                 "tokens": outcome.usage.output_tokens if outcome.usage else None,
             }
         )
-        return {"responses": [response]}
+        return {"responses": [response], "citations": credited(outcome.citations, slug)}
 
     def record_panel_failure(self, task: PanelTask, error: NodeError) -> Command[str]:
         """A panel branch failed: record why and go on to the tally."""
@@ -273,11 +278,23 @@ class Nodes:
         return Command(update={"failed_models": [failure]}, goto="tally")
 
     async def tally(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
-        """Count the surviving answers; with none left, the run ends with an error result."""
-        if state.get("responses"):
+        """Count the surviving answers; with fewer than ``min_responses``, end with an error."""
+        ctx = _context(runtime)
+        responses = _in_panel_order(state.get("responses") or [], ctx.panel)
+        if len(responses) >= ctx.min_responses:
             return {}
-        failed = _in_panel_order(state.get("failed_models") or [], _context(runtime).panel)
-        return {"result": _nothing_usable(failed), "answer": ""}
+        failed = _in_panel_order(state.get("failed_models") or [], ctx.panel)
+        if not responses:
+            return {"result": _nothing_usable(failed), "answer": ""}
+        result = FusionResult.failure(
+            f"Only {len(responses)} of {len(ctx.panel)} panel models answered, fewer than "
+            f"min_responses={ctx.min_responses}, so there is no comparison to trust. The "
+            "answers that came are in responses; retry, or lower min_responses.",
+            "insufficient_responses",
+            failed_models=failed,
+            responses=responses,
+        )
+        return {"result": result, "answer": ""}
 
     async def after_panel(self, state: FusionState) -> str:
         """Judge the answers, or end a run that has nothing to judge."""
@@ -289,48 +306,39 @@ class Nodes:
         writer = get_stream_writer()
         writer({"event": "judge_started", "model": ctx.judge})
         panel = Panel.shuffled(state.get("responses") or [], state.get("fusion_id", ""))
-        prompt = panel.prompt(question(state["messages"]) or "")
         depth = state.get("depth", 0)
         model = self.model(ctx, ctx.judge, "judge", depth)
         config = child_config(depth, state.get("fusion_id", ""), "judge", ctx.judge, nostream=True)
+        on_server = _server_tools(ctx, model)
+        tools = self.web_tools if _takes_tools(model) and not on_server else ()
         with active(depth):
             async with call_deadline(ctx.judge_timeout_s):
-                verdict, usage, failure = await self._verdict(ctx, model, prompt, config)
+                judged = await judge_panel(
+                    model,
+                    panel,
+                    question(state["messages"]) or "",
+                    config,
+                    instructions=instructions(state["messages"]),
+                    research=ctx.judge_web_tools and bool(tools or on_server),
+                    tools=tools,
+                    server_tools=on_server,
+                    max_tool_calls=ctx.max_tool_calls,
+                )
         writer(
             {
                 "event": "judge_finished",
                 "model": ctx.judge,
-                "ok": verdict is not None,
-                "failure_reason": failure,
+                "ok": judged.analysis is not None,
+                "failure_reason": judged.failure,
             }
         )
         return {
-            "analysis": verdict.analysis().relabel(panel.labels) if verdict else None,
-            "judge_failure": failure,
-            "judge_usage": usage,
+            "analysis": judged.analysis,
+            "analysis_meta": judged.meta,
+            "judge_failure": judged.failure,
+            "judge_usage": judged.usage,
+            "citations": credited(judged.citations, ctx.judge),
         }
-
-    async def _verdict(
-        self, ctx: FusionContext, model: BaseChatModel, prompt: str, config: RunnableConfig
-    ) -> tuple[JudgeVerdict | None, Usage | None, JudgeFailure | None]:
-        """The judge's verdict, after checking facts with the web tools where asked to."""
-        messages: list[BaseMessage] = [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)]
-        research_usage: Usage | None = None
-        if ctx.judge_web_tools and self.web_tools and _takes_tools(model):
-            notes = await answer_with_tools(
-                model,
-                [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt + JUDGE_VERIFY)],
-                self.web_tools,
-                max_tool_calls=ctx.max_tool_calls,
-                config=config,
-            )
-            research_usage = notes.usage
-            text = message_text(notes.message) or "(none)"
-            messages.append(HumanMessage(JUDGE_NOTES.format(notes=text)))
-        verdict, usage, failure = await structured_verdict(model, messages, config)
-        if research_usage is not None:
-            usage = Usage.total([usage, research_usage])
-        return verdict, usage, failure
 
     def record_judge_failure(
         self, state: FusionState, error: NodeError, runtime: Runtime[FusionContext]
@@ -345,8 +353,13 @@ class Nodes:
                 "error": message,
             }
         )
+        panel = Panel.shuffled(state.get("responses") or [], "")
         return Command(
-            update={"analysis": None, "judge_failure": "judge_upstream_error"},
+            update={
+                "analysis": None,
+                "analysis_meta": panel.meta(),
+                "judge_failure": "judge_upstream_error",
+            },
             goto=_after_judge(_context(runtime)),
         )
 
@@ -360,21 +373,15 @@ class Nodes:
         """Write the final answer from the analysis (or the raw answers); no tools bound."""
         ctx = _context(runtime)
         get_stream_writer()({"event": "synthesis_started", "model": ctx.synthesizer})
-        analysis = state.get("analysis")
-        prompt = SYNTHESIS_USER.format(
-            question=question(state["messages"]),
-            analysis=analysis.model_dump_json(indent=1)
-            if analysis
-            else "(no analysis: the judge failed; compare the responses yourself)",
-            responses="\n\n".join(
-                JUDGE_RESPONSE.format(label=r.model, content=fit(r.content))
-                for r in state.get("responses") or []
-            ),
-        )
         depth = state.get("depth", 0)
         model = self.model(ctx, ctx.synthesizer, "synthesis", depth)
-        messages = [SystemMessage(SYNTHESIS_SYSTEM), *history(state["messages"])]
-        messages.append(HumanMessage(prompt))
+        messages = synthesis_messages(
+            state["messages"],
+            state.get("analysis"),
+            state.get("responses") or [],
+            merged(state.get("citations") or []),
+            plain=plain_prompts(model),
+        )
         config = child_config(
             depth, state.get("fusion_id", ""), "synthesis", ctx.synthesizer, nostream=False
         )
@@ -424,6 +431,8 @@ class Nodes:
             failure_reason=failure_reason,
             judge_model=ctx.judge,
             judge_usage=judge_usage,
+            analysis_meta=state.get("analysis_meta"),
+            citations=merged(state.get("citations") or []),
             usage=RunUsage(
                 panel=panel_usage,
                 judge=judge_usage or Usage(),
@@ -438,6 +447,13 @@ def panel_cache_key(task: PanelTask) -> str:
     """What makes two panel calls interchangeable: model, conversation and settings."""
     asked = [(m.type, m.content) for m in task["messages"]]
     return json.dumps([task["slug"], asked, task["settings"]], sort_keys=True, default=str)
+
+
+def _server_tools(ctx: FusionContext, model: BaseChatModel) -> list[dict[str, Any]]:
+    """The endpoint's own web tools, for a model served where they run (OpenRouter)."""
+    if not ctx.web_tools or not (model.metadata or {}).get(SERVER_TOOLS_KEY):
+        return []
+    return server_tools(ctx.max_tool_calls)
 
 
 def _after_judge(ctx: FusionContext) -> str:

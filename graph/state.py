@@ -12,6 +12,8 @@ from typing_extensions import NotRequired, TypedDict  # noqa: UP035
 
 from langfusion.graph.schema import (
     Analysis,
+    AnalysisMeta,
+    Citation,
     FailedModel,
     FusionResult,
     JudgeFailure,
@@ -96,6 +98,8 @@ class FusionState(TypedDict):
     responses: NotRequired[Annotated[list[PanelResponse], extend_or_reset]]
     failed_models: NotRequired[Annotated[list[FailedModel], extend_or_reset]]
     analysis: NotRequired[Analysis | None]
+    analysis_meta: NotRequired[AnalysisMeta | None]
+    citations: NotRequired[Annotated[list[Citation], extend_or_reset]]
     judge_failure: NotRequired[JudgeFailure | None]
     judge_usage: NotRequired[Usage | None]
     synthesis_usage: NotRequired[Usage | None]

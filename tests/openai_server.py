@@ -32,6 +32,10 @@ class Reply:
     hang: bool = False
     completion_tokens: int = 7
     tool_call: tuple[str, dict[str, Any]] | None = None
+    # Chat-completion message extras: url_citation annotations, a refusal.
+    annotations: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    finish_reason: str = "stop"
     # A broken reply instead of a completion: "malformed" (a 200 whose body is
     # not JSON), "error_body" (a 200 whose body is an error object quoting
     # `content`), "reset" (the connection is reset), "truncated" (the body
@@ -161,23 +165,33 @@ class OpenAIServer:
                     }
                 ],
             }
+        if reply.annotations is not None:
+            message["annotations"] = reply.annotations
+        if reply.refusal is not None:
+            message["refusal"] = reply.refusal
         if body.get("stream"):
             if reply.fault is not None:
                 return await self._broken_stream(request, model, reply, record)
-            return await self._stream(request, model, message, usage)
+            return await self._stream(request, model, message, usage, reply.finish_reason)
         return web.json_response(
             {
                 "id": "chatcmpl-1",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "system_fingerprint": "fp_loopback",
+                "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
                 "usage": usage,
             }
         )
 
     async def _stream(
-        self, request: web.Request, model: str, message: dict[str, Any], usage: dict[str, int]
+        self,
+        request: web.Request,
+        model: str,
+        message: dict[str, Any],
+        usage: dict[str, int],
+        finish: str = "stop",
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -188,6 +202,7 @@ class OpenAIServer:
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
                 "model": model,
+                "system_fingerprint": "fp_loopback",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 **extra,
             }
@@ -198,7 +213,10 @@ class OpenAIServer:
         await send({"role": "assistant", "content": ""})
         for index, word in enumerate(words):
             await send({"content": word if index == 0 else " " + word})
-        await send({}, "stop")
+        for key in ("annotations", "refusal"):
+            if message.get(key):
+                await send({key: message[key]})
+        await send({}, finish)
         usage_chunk = {
             "id": "chatcmpl-1",
             "object": "chat.completion.chunk",

