@@ -14,7 +14,11 @@ import pytest
 from langfusion.graph import FusionResult
 
 
-def llama_servers() -> set[int]:
+def llama_servers(marker: str) -> set[int]:
+    """llama.cpp servers whose command line names ``marker`` (this test's cache folder).
+
+    Other llama.cpp servers on the machine (another test run, a notebook) are not counted.
+    """
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -22,15 +26,16 @@ def llama_servers() -> set[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"llama_cpp.server" in cmdline:
+            if b"llama_cpp.server" in cmdline and marker.encode() in cmdline:
                 pids.add(int(entry.name))
     return pids
 
 
 @pytest.mark.local_model
-def test_cli_runs_a_real_local_fusion_and_leaves_no_server_behind() -> None:
-    before = llama_servers()
+def test_cli_runs_a_real_local_fusion_and_leaves_no_server_behind(tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["LANGFUSION_CACHE_DIR"] = cache
     run = subprocess.run(
         [
             sys.executable,
@@ -62,6 +67,6 @@ def test_cli_runs_a_real_local_fusion_and_leaves_no_server_behind() -> None:
     assert out["answer"].strip()
     assert result.usage.total.total_tokens > 0
     deadline = time.monotonic() + 10
-    while llama_servers() - before and time.monotonic() < deadline:
+    while llama_servers(cache) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not llama_servers() - before, "the llama.cpp server outlived the command"
+    assert not llama_servers(cache), "the llama.cpp server outlived the command"
