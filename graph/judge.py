@@ -16,7 +16,7 @@ import json_repair
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.json_schema import dereference_refs
 from pydantic import ValidationError
@@ -45,6 +45,7 @@ from langfusion.graph.schema import (
     Usage,
 )
 from langfusion.graph.toolloop import answer_with_tools
+from langfusion.graph.transport import BoundedCache
 
 # What one panel answer may cost the judge: longer answers are cut in the middle.
 MAX_ANSWER_CHARS_FOR_JUDGE = 24_000
@@ -214,10 +215,9 @@ async def structured_verdict(
     metadata = model.metadata or {}
     preferred = metadata.get(STRUCTURED_METHOD_KEY)
     methods = [preferred] if preferred else list(_STRUCTURED_METHODS)
-    schema = judge_schema(labels, capped=bool(metadata.get(SCHEMA_CAPS_KEY)))
+    capped = bool(metadata.get(SCHEMA_CAPS_KEY))
     for index, method in enumerate(methods):
-        kwargs: dict[str, Any] = {"strict": True} if method == "json_schema" else {}
-        runnable = model.with_structured_output(schema, method=method, include_raw=True, **kwargs)
+        runnable = _structured(model, tuple(labels), capped, method)
         try:
             out = await runnable.ainvoke(messages, config)
         except (openai.BadRequestError, openai.UnprocessableEntityError):
@@ -273,6 +273,27 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
         # The verdict may be split across blocks (reasoning first, then the fields).
         objects.append(functools.reduce(lambda a, b: {**a, **b}, objects, {}))
     return objects
+
+
+# The judge's structured-output runnables by model, labels, caps and method:
+# building one converts and copies the schema, some 3,600 calls a run. An entry
+# holds its model, so no other model can come to have the id in its key.
+_STRUCTURED: BoundedCache[
+    tuple[int, tuple[str, ...], bool, str], tuple[BaseChatModel, Runnable[Any, Any]]
+] = BoundedCache(64)
+
+
+def _structured(
+    model: BaseChatModel, labels: tuple[str, ...], capped: bool, method: str
+) -> Runnable[Any, Any]:
+    key = (id(model), labels, capped, method)
+    entry = _STRUCTURED.get(key)
+    if entry is None:
+        kwargs: dict[str, Any] = {"strict": True} if method == "json_schema" else {}
+        schema = judge_schema(labels, capped=capped)
+        runnable = model.with_structured_output(schema, method=method, include_raw=True, **kwargs)
+        entry = _STRUCTURED.setdefault(key, (model, runnable))
+    return entry[1]
 
 
 def judge_schema(labels: Sequence[str] | None = None, *, capped: bool = False) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What a run does not redo: a thread hop to ready its models.
+"""What a run does not redo: the judge's structured output and a thread hop to ready its models.
 
 Over the real wire path (the loopback OpenAI-compatible server), through the
 graph, the tool and the model alias.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
@@ -67,6 +68,37 @@ async def run(entry: str, registry: ModelRegistry, panel: list[str]) -> None:
             web_tools=False,
         )
         assert (await alias.ainvoke(QUESTION)).text
+
+
+def judge_labels(server: OpenAIServer) -> list[list[str]]:
+    """The labels each judge request's schema let it cite, request by request."""
+    labels = []
+    for request in server.requests_for("judge/model"):
+        schema = request.body["response_format"]["json_schema"]["schema"]
+        insight = schema["properties"]["unique_insights"]["items"]["properties"]["model"]
+        labels.append(insight["enum"])
+    return labels
+
+
+@pytest.mark.parametrize("entry", ["graph", "tool", "alias"])
+async def test_the_judges_structured_output_is_bound_once_per_label_set(
+    entry: str, server: OpenAIServer, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound: list[str] = []
+    original = ChatOpenAI.with_structured_output
+
+    def counting(self: ChatOpenAI, *args: Any, **kwargs: Any) -> Any:
+        bound.append(self.model_name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatOpenAI, "with_structured_output", counting)
+    for panel in (PANEL, PANEL, PANEL[:2], PANEL):
+        await run(entry, registry, panel)
+    # Three panelists, then two: one binding each, reused by the later runs.
+    assert bound == ["judge/model", "judge/model"]
+    # Every run's judge was still offered exactly its own labels.
+    abc, ab = ["Response A", "Response B", "Response C"], ["Response A", "Response B"]
+    assert judge_labels(server) == [abc, abc, ab, abc]
 
 
 @pytest.mark.parametrize("entry", ["graph", "tool", "alias"])
