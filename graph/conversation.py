@@ -42,3 +42,8 @@ def without_instructions(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
 def history(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
     """Earlier turns, before the last human message, without the system messages."""
     return without_instructions(conversation(messages))[:-1]
+
+
+def since_question(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
+    """What came after the last human message: an agent's tool calls and their results."""
+    return without_instructions(messages[len(conversation(messages)) :])

@@ -83,7 +83,11 @@ def build_fusion_graph(
     )
     builder.add_node("report", nodes.report)
     builder.add_edge(START, "prepare")
-    builder.add_conditional_edges("prepare", nodes.fan_out, ["analyze", END])
+    # A run that reuses an earlier analysis (an agent loop's next step) goes
+    # straight to the synthesis (or, for a caller that writes its own answer, the report).
+    builder.add_conditional_edges(
+        "prepare", nodes.fan_out, ["analyze", "synthesize", "report", END]
+    )
     builder.add_edge("analyze", "tally")
     builder.add_conditional_edges("tally", nodes.after_panel, ["judge", END])
     builder.add_conditional_edges("judge", nodes.after_judge, ["synthesize", "report"])

@@ -20,6 +20,7 @@ from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
+from langfusion.graph.caller import bind_options, take_inputs
 from langfusion.graph.citations import credited, merged
 from langfusion.graph.context import FusionContext
 from langfusion.graph.conversation import (
@@ -27,6 +28,7 @@ from langfusion.graph.conversation import (
     instructions,
     message_text,
     question,
+    since_question,
 )
 from langfusion.graph.depth import ACTIVE_DEPTH, Role, active, child_config, header_depth
 from langfusion.graph.errors import (
@@ -129,7 +131,16 @@ class Nodes:
         )
         fusion_id = str((config.get("metadata") or {}).get("fusion_id") or uuid.uuid4())
         update: dict[str, Any] = {"depth": depth, "fusion_id": fusion_id, **_FRESH_RUN}
+        earlier, taken = take_inputs(state)
+        update |= taken
         refusal = await self._refusal(ctx, state, depth)
+        if refusal is None and earlier is not None and earlier.status != "ok":
+            refusal = FusionResult.failure(
+                "reuse must be the ok result of an earlier run on the same question.",
+                "invalid_request",
+            )
+        if refusal is None and earlier is not None:
+            get_stream_writer()({"event": "analysis_reused", "model": ctx.judge})
         if refusal is not None:
             update |= {"result": refusal, "answer": ""}
         return update
@@ -182,6 +193,8 @@ class Nodes:
         if state.get("result") is not None:
             return END
         ctx = _context(runtime)
+        if state.get("reusing"):
+            return _after_judge(ctx)
         settings = (
             json.dumps(
                 [
@@ -370,18 +383,20 @@ class Nodes:
     async def synthesize(
         self, state: FusionState, runtime: Runtime[FusionContext]
     ) -> dict[str, Any]:
-        """Write the final answer from the analysis (or the raw answers); no tools bound."""
+        """Write the final answer from the analysis (or the raw answers); no web tools."""
         ctx = _context(runtime)
         get_stream_writer()({"event": "synthesis_started", "model": ctx.synthesizer})
         depth = state.get("depth", 0)
-        model = self.model(ctx, ctx.synthesizer, "synthesis", depth)
+        synthesizer = self.model(ctx, ctx.synthesizer, "synthesis", depth)
+        model = bind_options(synthesizer, state.get("synthesis_binding"))
         messages = synthesis_messages(
             state["messages"],
             state.get("analysis"),
             state.get("responses") or [],
             merged(state.get("citations") or []),
-            plain=plain_prompts(model),
+            plain=plain_prompts(synthesizer),
         )
+        messages += since_question(state["messages"])
         config = child_config(
             depth, state.get("fusion_id", ""), "synthesis", ctx.synthesizer, nostream=False
         )
@@ -389,7 +404,8 @@ class Nodes:
             async with call_deadline(ctx.synthesis_timeout_s):
                 reply = await model.ainvoke(messages, config)
         answer = message_text(reply)
-        if not answer.strip():
+        tool_calls = getattr(reply, "tool_calls", None) or []
+        if not answer.strip() and not tool_calls:
             raise EmptyCompletionError("the synthesis model returned an empty answer")
         update: dict[str, Any] = {
             "answer": answer,
@@ -397,7 +413,7 @@ class Nodes:
         }
         # Under the streamed reply's own id: the "messages" stream has carried it
         # token by token already and must not repeat it whole.
-        update["messages"] = [AIMessage(answer, id=reply.id)]
+        update["messages"] = [AIMessage(answer, id=reply.id, tool_calls=tool_calls)]
         return update
 
     def record_synthesis_failure(self, state: FusionState, error: NodeError) -> Command[str]:
@@ -410,7 +426,8 @@ class Nodes:
         """Assemble the SPEC result of a run that reached the judge."""
         ctx = _context(runtime)
         responses = _in_panel_order(state.get("responses") or [], ctx.panel)
-        panel_usage = Usage.total(r.usage for r in responses)
+        # A reused analysis was paid for by the run that made it.
+        panel_usage = Usage() if state.get("reusing") else Usage.total(r.usage for r in responses)
         judge_usage = state.get("judge_usage")
         synthesis_usage = state.get("synthesis_usage")
         failure_reason: RunFailureReason | None = state.get("judge_failure")

@@ -70,16 +70,38 @@ def _conversation(value: Any) -> list[MessageLikeRepresentation]:
     return converted
 
 
+class SynthesisOptions(TypedDict, total=False):
+    """What a chat-model caller binds to the synthesis call (never to the panel or judge).
+
+    ``tools`` are OpenAI-format tool definitions, bound with ``tool_choice``,
+    ``strict`` and ``parallel_tool_calls``; ``response_format`` and ``stop``
+    are passed to the call as they are.
+    """
+
+    tools: list[dict[str, Any]]
+    tool_choice: str | dict[str, Any] | None
+    strict: bool | None
+    parallel_tool_calls: bool | None
+    response_format: dict[str, Any] | None
+    stop: list[str] | None
+
+
 class FusionInput(TypedDict):
     """What a caller passes in.
 
     ``messages`` is the conversation: its last human message is the question,
     earlier turns are context every panel model sees. ``depth`` is the
     fusion depth the caller runs at (a service sets it from ``x-fusion-depth``).
+    ``reuse`` is the result of an earlier run on the same question (an agent
+    loop whose tools answered since): the run skips the panel and the judge and
+    writes only the next synthesis step. ``synthesis_options`` binds a
+    caller's tools or response format to the synthesis. Both apply to this run only.
     """
 
     messages: Annotated[list[AnyMessage], add_conversation]
     depth: NotRequired[int]
+    reuse: NotRequired[FusionResult | None]
+    synthesis_options: NotRequired[SynthesisOptions | None]
 
 
 class FusionOutput(TypedDict):
@@ -94,6 +116,12 @@ class FusionState(TypedDict):
 
     messages: Annotated[list[AnyMessage], add_conversation]
     depth: NotRequired[int]
+    reuse: NotRequired[FusionResult | None]
+    synthesis_options: NotRequired[SynthesisOptions | None]
+    # This run's copies of the two inputs above, which prepare clears so that a
+    # later run on the same thread does not inherit them.
+    reusing: NotRequired[bool]
+    synthesis_binding: NotRequired[SynthesisOptions | None]
     fusion_id: NotRequired[str]
     responses: NotRequired[Annotated[list[PanelResponse], extend_or_reset]]
     failed_models: NotRequired[Annotated[list[FailedModel], extend_or_reset]]

@@ -3,7 +3,10 @@
 Each model name gets a script: a latency, then replies in order (the last one
 repeats). A reply is text, a judge verdict (returned as JSON content, or as a
 forced tool call when the request forces one), an HTTP error status with
-headers, a hang, or a fault (see ``Reply.fault``). Every request is recorded
+headers, a hang, a fault (see ``Reply.fault``), or what a cooperative model
+would answer to the request (``Reply.obey``: the tool call it forces or
+offers, JSON in its response format, streamed as providers stream them).
+Every request is recorded
 with its headers and body, and with the moment the server saw the client
 close a connection it was holding open (a hang).
 """
@@ -12,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import struct
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +174,8 @@ class OpenAIServer:
             message["annotations"] = reply.annotations
         if reply.refusal is not None:
             message["refusal"] = reply.refusal
+        if reply.obey:
+            message = obeyed(body, reply.content)
         if body.get("stream"):
             if reply.fault is not None:
                 return await self._broken_stream(request, model, reply, record)
@@ -216,7 +223,15 @@ class OpenAIServer:
         for key in ("annotations", "refusal"):
             if message.get(key):
                 await send({key: message[key]})
-        await send({}, finish)
+        for index, call in enumerate(message.get("tool_calls") or []):
+            # Name and the first half of the arguments, then the rest: as providers split them.
+            arguments = call["function"]["arguments"]
+            head = {"name": call["function"]["name"], "arguments": arguments[: len(arguments) // 2]}
+            first = {"index": index, "id": call["id"], "type": "function", "function": head}
+            await send({"tool_calls": [first]})
+            rest = {"arguments": arguments[len(arguments) // 2 :]}
+            await send({"tool_calls": [{"index": index, "function": rest}]})
+        await send({}, "tool_calls" if message.get("tool_calls") else finish)
         usage_chunk = {
             "id": "chatcmpl-1",
             "object": "chat.completion.chunk",
@@ -349,3 +364,77 @@ class OpenAIServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def obeyed(body: dict[str, Any], content: str) -> dict[str, Any]:
+    """The reply a cooperative model gives to ``body``: a tool call, schema-shaped JSON, or text.
+
+    It calls a tool when one is forced, or offered before any tool result came
+    back; it fills a ``json_schema`` response format; otherwise it says
+    ``content``. Values come from the question: strings take its first quoted
+    phrase, numbers its first number.
+    """
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    text = _question_text(body)
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        schema = response_format["json_schema"].get("schema") or {}
+        value = _example(schema, schema, text)
+        return {"role": "assistant", "content": json.dumps(value, ensure_ascii=False)}
+    last = (body.get("messages") or [{}])[-1]
+    named = choice["function"]["name"] if isinstance(choice, dict) else None
+    offered = choice in (None, "auto") and last.get("role") == "user"
+    if tools and (named is not None or choice == "required" or offered):
+        tool = next((t for t in tools if t["function"]["name"] == named), tools[0])
+        schema = tool["function"].get("parameters") or {}
+        arguments = json.dumps(_example(schema, schema, text), ensure_ascii=False)
+        call = {"name": tool["function"]["name"], "arguments": arguments}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": call}
+            ],
+        }
+    return {"role": "assistant", "content": content}
+
+
+def _question_text(body: dict[str, Any]) -> str:
+    """The last user message's text, or its ``<question>`` section where it has one."""
+    users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    content = users[-1].get("content") or "" if users else ""
+    if isinstance(content, list):
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    found = re.search(r"<question>\s*(.*?)\s*</question>", content, re.S)
+    return found.group(1) if found else str(content)
+
+
+def _example(schema: dict[str, Any], root: dict[str, Any], text: str) -> Any:
+    """A value that fits ``schema`` (``$ref`` resolved in ``root``), drawn from ``text``."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        definitions = root.get("$defs") or root.get("definitions") or {}
+        return _example(definitions[name], root, text)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return _example(options[0], root, text)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        return {k: _example(v, root, text) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_example(schema.get("items") or {}, root, text)]
+    if kind in ("integer", "number"):
+        number = re.search(r"-?\d+", text)
+        return int(number.group(0)) if number else 3
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    quoted = re.search(r"'([^']+)'", text)
+    return quoted.group(1) if quoted else "a scripted value"

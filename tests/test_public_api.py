@@ -92,7 +92,12 @@ def test_the_drawing_shows_where_a_run_ends_early() -> None:
 
 def test_the_graph_reads_and_writes_narrow_schemas() -> None:
     graph = build_fusion_graph(model_factory=FakeFactory({}), web_tools=[])
-    assert set(graph.get_input_jsonschema()["properties"]) == {"messages", "depth"}
+    assert set(graph.get_input_jsonschema()["properties"]) == {
+        "messages",
+        "depth",
+        "reuse",
+        "synthesis_options",
+    }
     assert set(graph.get_output_jsonschema()["properties"]) == {"result", "answer"}
 
 

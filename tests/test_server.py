@@ -237,6 +237,43 @@ async def test_a_client_that_leaves_cancels_the_run_and_its_model_connections(
     assert len(models.requests) == before + 2  # no retry, no judge: nothing runs on
 
 
+async def test_the_served_graph_reuses_an_earlier_result_for_an_agents_next_step(
+    dev_server: DevServer,
+) -> None:
+    client = get_client(url=dev_server.url, timeout=RUN_TIMEOUT_S)
+    first = await client.runs.wait(
+        None, "fusion", input={"messages": [{"role": "user", "content": QUESTION}]}, context=CONTEXT
+    )
+    before = len(dev_server.models.requests)
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    follow_up = {
+        "messages": [
+            {"role": "user", "content": QUESTION},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ],
+        "reuse": first["result"],
+        "synthesis_options": {"tools": [weather]},
+    }
+    out = await client.runs.wait(None, "fusion", input=follow_up, context=CONTEXT)
+    assert out["answer"] == ANSWER
+    assert out["result"]["analysis"] == first["result"]["analysis"]
+    requests = dev_server.models.requests[before:]
+    assert [r.model for r in requests] == ["synth/model"]  # no panel model, no judge
+    assert [t["function"]["name"] for t in requests[0].body["tools"]] == ["get_weather"]
+    assert requests[0].body["messages"][-1]["role"] == "tool"
+
+
 async def test_the_served_graph_fences_answers_forwards_instructions_and_uses_server_tools(
     dev_server: DevServer,
 ) -> None:

@@ -2,49 +2,73 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, cast
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any, Literal, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackManager,
+    CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.callbacks.manager import adispatch_custom_event
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import PrivateAttr
 
-from langfusion.graph.schema import FusionResult
-from langfusion.graph.state import FusionInput
+from langfusion.tools._alias_run import (
+    FUSION_EVENT,
+    Analyses,
+    Ending,
+    FusionError,
+    nested_callbacks,
+    run_alias,
+    synthesis_options,
+    without_usage_counters,
+)
 from langfusion.tools._params import FusionParameters
-from langfusion.tools._sync import iterate_sync, run_sync
+from langfusion.tools._structured import structured_output
+from langfusion.tools._sync import iterate_sync
 
-FUSION_EVENT = "langfusion"
+__all__ = ["FUSION_EVENT", "FusionChatModel", "FusionError"]
 
-
-class FusionError(RuntimeError):
-    """A fusion produced nothing usable; ``result`` keeps whatever it did produce."""
-
-    def __init__(self, result: FusionResult) -> None:
-        self.result = result
-        super().__init__(f"{result.failure_reason}: {result.error}")
+# The callbacks a stream()/astream() call hands its pipeline. LangChain calls
+# `_stream` without the run's callback manager; the stream methods below
+# prepare the run's callbacks and leave them here for `_stream` to pick up.
+_STREAM_CALLBACKS: ContextVar[BaseCallbackManager | None] = ContextVar(
+    "langfusion_stream_callbacks", default=None
+)
 
 
 class FusionChatModel(FusionParameters, BaseChatModel):
     """A chat model that runs the whole fusion pipeline and answers with the synthesis.
 
-    Use it wherever a LangChain chat model goes. The answer streams token by
-    token from the synthesis; the analysis and the panel answers are on the
-    message's ``response_metadata["fusion"]``, and ``usage_metadata`` totals
-    every call the pipeline made. Progress events (panel model started,
-    finished, failed; judge; synthesis) are dispatched as custom callback
-    events named ``"langfusion"``.
+    Use it wherever a LangChain chat model goes, the model of an agent
+    included: ``bind_tools`` and ``with_structured_output`` apply to the
+    synthesis step (the panel and the judge never see the caller's tools). In
+    an agent loop it deliberates once per question: when the conversation ends
+    with a tool result for a question it answered, it reuses that analysis
+    and only writes the next synthesis step.
 
-    A run with nothing usable (every panel model failed, a missing key)
-    raises ``FusionError``, whose ``result`` keeps the details.
+    On every call path (``invoke``, ``ainvoke``, ``stream``, ``astream``,
+    ``batch``, ``abatch``) the answer is exactly the synthesis, streamed token
+    by token where the caller streams; the analysis and the panel answers are
+    on ``response_metadata["fusion"]``; ``usage_metadata`` totals every call
+    the pipeline made; progress events (panel model started, finished, failed;
+    judge; synthesis) are dispatched as custom callback events named
+    ``"langfusion"``; and the pipeline's runs nest under the alias's own run
+    in callbacks and LangSmith traces.
+
+    A run with nothing usable (every panel model failed, a missing key) or
+    whose synthesis failed raises ``FusionError``, whose ``result`` keeps the
+    details.
 
     Example:
         ```python
@@ -52,6 +76,8 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         llm.invoke("What would falsify the efficient-market hypothesis?").content
         ```
     """
+
+    _analyses: Analyses = PrivateAttr(default_factory=Analyses)
 
     def model_post_init(self, context: Any, /) -> None:
         """Refuse a configuration that would leave the alias without an answer."""
@@ -66,9 +92,151 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         return "langfusion"
 
     @property
+    def model_name(self) -> str:
+        """The name usage is counted under: the pipeline, after the model that writes."""
+        return f"fusion:{self.context.synthesizer}"
+
+    @property
     def _identifying_params(self) -> dict[str, Any]:
         ctx = self.context
         return {"panel": list(ctx.panel), "judge": ctx.judge, "synthesis": ctx.synthesizer}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "langfusion"
+        override = kwargs.get("model")
+        params["ls_model_name"] = override if isinstance(override, str) else self.model_name
+        return params
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools to the synthesis step; the panel and the judge never see them.
+
+        Args:
+            tools: LangChain tools, functions, pydantic models or OpenAI tool dicts.
+            tool_choice: ``"auto"``, ``"any"`` (some tool must be called), a
+                tool's name, or ``None``; passed to the synthesis model's own
+                ``bind_tools``.
+            **kwargs: ``strict``, ``parallel_tool_calls``, as the synthesis model takes them.
+
+        Returns:
+            The alias with the tools bound, ready for an agent loop.
+        """
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """The synthesis step answers in ``schema``; the panel and the judge deliberate as ever.
+
+        Args:
+            schema: A pydantic model, a TypedDict or a JSON schema.
+            method: ``"function_calling"`` (a forced tool call, for any model
+                with tool calling), ``"json_schema"`` or ``"json_mode"`` (an
+                OpenAI-style ``response_format``).
+            include_raw: Also return the raw message and any parsing error.
+            strict: Ask the synthesis model for strict schema adherence.
+            **kwargs: Not accepted; an unknown keyword is an error naming it.
+
+        Returns:
+            A runnable that returns the parsed answer (a ``dict`` with ``raw``,
+            ``parsed`` and ``parsing_error`` with ``include_raw=True``).
+        """
+        if kwargs:
+            raise ValueError(f"with_structured_output got unknown argument(s) {sorted(kwargs)}.")
+        return structured_output(
+            self, schema, method=method, include_raw=include_raw, strict=strict
+        )
+
+    # LangChain calls `_stream` from invoke() too when a streaming handler is
+    # attached (astream_events, a LangGraph "messages" stream), without the
+    # run's callbacks; invoke() takes `_generate` instead, which has them and
+    # still sends every token to those handlers.
+    def _should_stream(self, *, async_api: bool, **kwargs: Any) -> bool:
+        return bool(kwargs.get("stream")) and super()._should_stream(async_api=async_api, **kwargs)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """Stream the synthesis token by token; closing the stream early cancels the run."""
+        config, callbacks = _stream_run(config, CallbackManager)
+        # BaseChatModel.stream is a generator: closing it ends the run.
+        chunks = cast(
+            Generator[AIMessageChunk, None, None],
+            super().stream(input, config, stop=stop, **kwargs),
+        )
+        try:
+            token = _STREAM_CALLBACKS.set(callbacks)
+            try:
+                first = next(chunks, None)
+            finally:
+                _STREAM_CALLBACKS.reset(token)
+            if first is not None:
+                yield first
+                yield from chunks
+        finally:
+            chunks.close()
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Stream the synthesis token by token; closing the stream early cancels the run."""
+        config, callbacks = _stream_run(config, AsyncCallbackManager)
+        chunks = cast(
+            AsyncGenerator[AIMessageChunk, None],
+            super().astream(input, config, stop=stop, **kwargs),
+        )
+        try:
+            token = _STREAM_CALLBACKS.set(callbacks)
+            try:
+                first = await anext(chunks, None)
+            finally:
+                _STREAM_CALLBACKS.reset(token)
+            if first is not None:
+                yield first
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            await chunks.aclose()
+
+    def _run(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        callbacks: BaseCallbackManager | None,
+        kwargs: dict[str, Any],
+    ) -> AsyncIterator[str | Ending]:
+        options = synthesis_options(type(self).__name__, stop, kwargs)
+        config = self.run_config(RunnableConfig(callbacks=without_usage_counters(callbacks)))
+        return run_alias(self.graph, self.context, self._analyses, messages, options, config)
+
+    def _chunk(self, piece: str | Ending) -> ChatGenerationChunk:
+        if isinstance(piece, str):
+            return ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        return ChatGenerationChunk(message=piece.last_chunk(self.model_name))
 
     async def _astream(
         self,
@@ -77,75 +245,12 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        if not any(isinstance(m, HumanMessage) for m in messages):
-            messages = [*messages, HumanMessage("")]
-        config = self.run_config(RunnableConfig(callbacks=_child_callbacks(run_manager)))
-        final: dict[str, Any] = {}
-        stream: AsyncIterator[Any] = self.graph.astream(
-            cast(FusionInput, {"messages": messages}),
-            config,
-            context=self.context,
-            stream_mode=["messages", "custom", "values"],
-        )
-        async for mode, payload in stream:
-            if mode == "messages":
-                chunk, metadata = payload
-                if metadata.get("langgraph_node") == "synthesize" and chunk.text:
-                    piece = ChatGenerationChunk(message=AIMessageChunk(content=chunk.text))
-                    if run_manager:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=piece)
-                    yield piece
-            elif mode == "custom":
-                if run_manager:
-                    await adispatch_custom_event(FUSION_EVENT, payload, config=config)
-            else:
-                final = payload
-        result: FusionResult | None = final.get("result")
-        if result is None or result.status == "error":
-            raise FusionError(
-                result or FusionResult.failure("the run ended early", "invalid_request")
-            )
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                response_metadata={"fusion": result.model_dump(mode="json")},
-                usage_metadata=_usage(result),
-                chunk_position="last",
-            )
-        )
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        chunks = [chunk async for chunk in self._astream(messages, stop, run_manager, **kwargs)]
-        merged = chunks[0]
-        for chunk in chunks[1:]:
-            merged = merged + chunk
-        message = merged.message
-        return ChatResult(
-            generations=[
-                ChatGeneration(
-                    message=AIMessage(
-                        content=message.content,
-                        response_metadata=message.response_metadata,
-                        usage_metadata=getattr(message, "usage_metadata", None),
-                    )
-                )
-            ]
-        )
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return run_sync(lambda: self._agenerate(messages, stop, None, **kwargs))
+        callbacks = nested_callbacks(run_manager) or _STREAM_CALLBACKS.get()
+        async for piece in self._run(messages, stop, callbacks, kwargs):
+            chunk = self._chunk(piece)
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     def _stream(
         self,
@@ -154,28 +259,70 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        yield from iterate_sync(lambda: self._astream(messages, stop, None, **kwargs))
+        callbacks = nested_callbacks(run_manager) or _STREAM_CALLBACKS.get()
+        for piece in iterate_sync(lambda: self._run(messages, stop, callbacks, kwargs)):
+            chunk = self._chunk(piece)
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        ending: Ending | None = None
+        callbacks = nested_callbacks(run_manager)
+        async for piece in self._run(messages, stop, callbacks, kwargs):
+            if isinstance(piece, Ending):
+                ending = piece
+            elif run_manager:
+                await run_manager.on_llm_new_token(piece, chunk=self._chunk(piece))
+        return self._result(ending)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        ending: Ending | None = None
+        callbacks = nested_callbacks(run_manager)
+        for piece in iterate_sync(lambda: self._run(messages, stop, callbacks, kwargs)):
+            if isinstance(piece, Ending):
+                ending = piece
+            elif run_manager:
+                run_manager.on_llm_new_token(piece, chunk=self._chunk(piece))
+        return self._result(ending)
+
+    def _result(self, ending: Ending | None) -> ChatResult:
+        if ending is None:  # the run always ends with one, or raises
+            raise RuntimeError("the fusion run ended without an answer")
+        return ChatResult(generations=[ChatGeneration(message=ending.message(self.model_name))])
 
 
-def _child_callbacks(run_manager: AsyncCallbackManagerForLLMRun | None) -> Any:
-    """Callbacks for the pipeline's runs, nested under this model's run in traces."""
-    if run_manager is None:
-        return None
-    return AsyncCallbackManager(
-        handlers=run_manager.inheritable_handlers,
-        inheritable_handlers=run_manager.inheritable_handlers,
-        parent_run_id=run_manager.run_id,
-        tags=run_manager.inheritable_tags,
-        inheritable_tags=run_manager.inheritable_tags,
-        metadata=run_manager.inheritable_metadata,
-        inheritable_metadata=run_manager.inheritable_metadata,
+def _stream_run(
+    config: RunnableConfig | None, manager: type[CallbackManager] | type[AsyncCallbackManager]
+) -> tuple[RunnableConfig, BaseCallbackManager]:
+    """The stream's config with its run id fixed, and callbacks for runs nested under it.
+
+    The caller's callbacks are configured here (tracers resolved once) and
+    handed on, so the stream's own run and the pipeline's runs report to the
+    same handlers, the pipeline's under the stream's run.
+    """
+    config = ensure_config(config)
+    run_id = config.get("run_id") or uuid.uuid4()
+    configured = manager.configure(
+        config.get("callbacks"),
+        None,
+        inheritable_tags=config.get("tags"),
+        inheritable_metadata=config.get("metadata"),
     )
-
-
-def _usage(result: FusionResult) -> UsageMetadata:
-    total = result.usage.total
-    return UsageMetadata(
-        input_tokens=total.input_tokens,
-        output_tokens=total.output_tokens,
-        total_tokens=total.total_tokens,
-    )
+    nested = CallbackManager(handlers=[], parent_run_id=run_id)
+    nested.set_handlers(configured.inheritable_handlers)
+    nested.add_tags(configured.inheritable_tags)
+    nested.add_metadata(configured.inheritable_metadata)
+    return RunnableConfig(**{**config, "callbacks": configured, "run_id": run_id}), nested
