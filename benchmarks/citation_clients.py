@@ -100,7 +100,7 @@ async def main() -> list[dict[str, Any]]:
         )
         try:
             from langfusion.graph.openrouter import CitingChatOpenAI
-            from langfusion.graph.transport import pooled_async_client
+            from langfusion.graph.pools import pooled_async_client
         except ImportError:
             pass
         else:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from langfusion.graph.conversation import message_text
 from langfusion.graph.models import SCHEMA_CAPS_KEY, STRUCTURED_METHOD_KEY
+from langfusion.graph.pools import BoundedCache
 from langfusion.graph.prompts import (
     ASKER_INSTRUCTIONS,
     JUDGE_NOTES,
@@ -45,7 +46,6 @@ from langfusion.graph.schema import (
     Usage,
 )
 from langfusion.graph.toolloop import answer_with_tools
-from langfusion.graph.transport import BoundedCache
 
 # What one panel answer may cost the judge: longer answers are cut in the middle.
 MAX_ANSWER_CHARS_FOR_JUDGE = 24_000

@@ -14,15 +14,15 @@ from langchain_core.language_models import BaseChatModel
 from langfusion.graph.context import API_KEY_ENV
 from langfusion.graph.errors import MissingAPIKeyError
 from langfusion.graph.openrouter import SERVER_TOOLS_KEY, CitingChatOpenAI
-from langfusion.graph.transport import (
+from langfusion.graph.pools import (
     BoundedCache,
-    call_deadline,
     close_loop_pools,
     discard_cached,
     loop_cache,
     pooled_async_client,
     shared_sync_client,
 )
+from langfusion.graph.transport import call_deadline
 
 # The httpx the OpenAI SDK runs on (httpx2 from openai 3); see graph/transport.py.
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
-from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph, transport
+from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph, pools
 from langfusion.graph.models import MODEL_CACHE_SIZE
 from langfusion.tools import FusionChatModel, FusionTool
 from tests.fakes import FakeFactory, ScriptedModel, verdict
@@ -104,7 +104,7 @@ def test_sync_calls_leave_no_connection_open(server: OpenAIServer, registry: Mod
 
 async def test_per_request_settings_do_not_grow_the_model_cache(registry: ModelRegistry) -> None:
     models = [registry("p/1", role="panel", temperature=i / 200, timeout=5) for i in range(300)]
-    cache = transport.loop_cache(registry, MODEL_CACHE_SIZE)
+    cache = pools.loop_cache(registry, MODEL_CACHE_SIZE)
     assert cache is not None and len(cache) == MODEL_CACHE_SIZE
     # Models built for one endpoint share its pools: no client (and SSL context) each.
     assert len({id(m.http_async_client) for m in models}) == 1  # type: ignore[attr-defined]
@@ -118,7 +118,7 @@ async def test_closing_a_loops_pools_closes_its_clients_and_forgets_its_models(
     model = registry("p/1", role="panel")
     client = model.http_async_client  # type: ignore[attr-defined]
     assert not client.is_closed
-    await transport.close_loop_pools()
+    await pools.close_loop_pools()
     assert client.is_closed
     rebuilt = registry("p/1", role="panel")
     assert rebuilt is not model and not rebuilt.http_async_client.is_closed  # type: ignore[attr-defined]
@@ -127,7 +127,7 @@ async def test_closing_a_loops_pools_closes_its_clients_and_forgets_its_models(
 def test_pools_of_event_loops_that_ended_are_dropped(registry: ModelRegistry) -> None:
     async def build() -> set[asyncio.AbstractEventLoop]:
         registry("p/1", role="panel")
-        return set(transport._loops)
+        return set(pools._loops)
 
     for _ in range(5):
         asyncio.run(build())  # a caller's own loops, never closed by us
