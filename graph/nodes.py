@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
@@ -48,20 +48,18 @@ from langfusion.graph.models import (
     call_deadline,
 )
 from langfusion.graph.openrouter import SERVER_TOOLS_KEY, server_tools
+from langfusion.graph.outcome import in_panel_order, nothing_usable, run_result
 from langfusion.graph.panel import check_not_refused, panel_messages, plain_prompts
 from langfusion.graph.schema import (
     FailedModel,
     FusionResult,
     PanelResponse,
-    RunFailureReason,
-    RunUsage,
     Usage,
 )
 from langfusion.graph.state import FusionState, PanelTask
 from langfusion.graph.synthesis_prompt import synthesis_messages
 from langfusion.graph.toolloop import answer_with_tools
 
-T = TypeVar("T", PanelResponse, FailedModel)
 WebTools = Sequence[BaseTool] | Callable[[], Sequence[BaseTool]]
 
 # What prepare resets at the start of each run on a thread.
@@ -293,12 +291,12 @@ class Nodes:
     async def tally(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Count the surviving answers; with fewer than ``min_responses``, end with an error."""
         ctx = _context(runtime)
-        responses = _in_panel_order(state.get("responses") or [], ctx.panel)
+        responses = in_panel_order(state.get("responses") or [], ctx.panel)
         if len(responses) >= ctx.min_responses:
             return {}
-        failed = _in_panel_order(state.get("failed_models") or [], ctx.panel)
+        failed = in_panel_order(state.get("failed_models") or [], ctx.panel)
         if not responses:
-            return {"result": _nothing_usable(failed), "answer": ""}
+            return {"result": nothing_usable(failed), "answer": ""}
         result = FusionResult.failure(
             f"Only {len(responses)} of {len(ctx.panel)} panel models answered, fewer than "
             f"min_responses={ctx.min_responses}, so there is no comparison to trust. The "
@@ -424,39 +422,7 @@ class Nodes:
 
     async def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Assemble the SPEC result of a run that reached the judge."""
-        ctx = _context(runtime)
-        responses = _in_panel_order(state.get("responses") or [], ctx.panel)
-        # A reused analysis was paid for by the run that made it.
-        panel_usage = Usage() if state.get("reusing") else Usage.total(r.usage for r in responses)
-        judge_usage = state.get("judge_usage")
-        synthesis_usage = state.get("synthesis_usage")
-        failure_reason: RunFailureReason | None = state.get("judge_failure")
-        error = None
-        synthesis_failure = state.get("synthesis_failure")
-        if synthesis_failure:
-            # No answer is the failure a caller must not miss; the judge's, if it
-            # failed too, shows as the missing analysis and is named here.
-            judged = f"; the judge failed too ({failure_reason})" if failure_reason else ""
-            failure_reason, error = "synthesis_failed", f"The synthesis failed: {synthesis_failure}"
-            error += judged
-        result = FusionResult(
-            status="ok",
-            error=error,
-            analysis=state.get("analysis"),
-            responses=responses,
-            failed_models=_in_panel_order(state.get("failed_models") or [], ctx.panel),
-            failure_reason=failure_reason,
-            judge_model=ctx.judge,
-            judge_usage=judge_usage,
-            analysis_meta=state.get("analysis_meta"),
-            citations=merged(state.get("citations") or []),
-            usage=RunUsage(
-                panel=panel_usage,
-                judge=judge_usage or Usage(),
-                synthesis=synthesis_usage or Usage(),
-                total=Usage.total([panel_usage, judge_usage, synthesis_usage]),
-            ),
-        )
+        result = run_result(state, _context(runtime).panel, _context(runtime).judge)
         return {"result": result, "answer": state.get("answer") or ""}
 
 
@@ -484,24 +450,3 @@ def _takes_tools(model: BaseChatModel) -> bool:
 def _context(runtime: Runtime[FusionContext]) -> FusionContext:
     ctx = runtime.context
     return ctx if isinstance(ctx, FusionContext) else FusionContext()
-
-
-def _nothing_usable(failed: list[FailedModel]) -> FusionResult:
-    reasons = {f.failure_reason for f in failed}
-    code: RunFailureReason = "all_panels_failed"
-    if reasons == {"rate_limited"}:
-        code = "rate_limited"
-    elif reasons == {"insufficient_credits"}:
-        code = "insufficient_credits"
-    detail = "; ".join(f"{f.model}: {f.error}" for f in failed) or "no panel model ran"
-    return FusionResult.failure(
-        f"Every panel model failed, so there is nothing to compare ({detail}). "
-        "Answer without the analysis, or retry with other models.",
-        code,
-        failed_models=failed,
-    )
-
-
-def _in_panel_order(items: list[T], order: Sequence[str]) -> list[T]:
-    rank = {slug: index for index, slug in enumerate(order)}
-    return sorted(items, key=lambda item: rank.get(item.model, len(rank)))

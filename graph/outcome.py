@@ -1,0 +1,78 @@
+"""What a run comes to: the SPEC result assembled from the state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from langfusion.graph.citations import merged
+from langfusion.graph.schema import (
+    FailedModel,
+    FusionResult,
+    PanelResponse,
+    RunFailureReason,
+    RunUsage,
+    Usage,
+)
+from langfusion.graph.state import FusionState
+
+T = TypeVar("T", PanelResponse, FailedModel)
+
+
+def run_result(state: FusionState, panel: Sequence[str], judge: str) -> FusionResult:
+    """The ``ok`` result of a run that reached the judge, from its state."""
+    responses = in_panel_order(state.get("responses") or [], panel)
+    # A reused analysis was paid for by the run that made it.
+    panel_usage = Usage() if state.get("reusing") else Usage.total(r.usage for r in responses)
+    judge_usage = state.get("judge_usage")
+    synthesis_usage = state.get("synthesis_usage")
+    failure_reason: RunFailureReason | None = state.get("judge_failure")
+    error = None
+    synthesis_failure = state.get("synthesis_failure")
+    if synthesis_failure:
+        # No answer is the failure a caller must not miss; the judge's, if it
+        # failed too, shows as the missing analysis and is named here.
+        judged = f"; the judge failed too ({failure_reason})" if failure_reason else ""
+        failure_reason, error = "synthesis_failed", f"The synthesis failed: {synthesis_failure}"
+        error += judged
+    return FusionResult(
+        status="ok",
+        error=error,
+        analysis=state.get("analysis"),
+        responses=responses,
+        failed_models=in_panel_order(state.get("failed_models") or [], panel),
+        failure_reason=failure_reason,
+        judge_model=judge,
+        judge_usage=judge_usage,
+        analysis_meta=state.get("analysis_meta"),
+        citations=merged(state.get("citations") or []),
+        usage=RunUsage(
+            panel=panel_usage,
+            judge=judge_usage or Usage(),
+            synthesis=synthesis_usage or Usage(),
+            total=Usage.total([panel_usage, judge_usage, synthesis_usage]),
+        ),
+    )
+
+
+def nothing_usable(failed: list[FailedModel]) -> FusionResult:
+    """The error result of a run whose every panel model failed."""
+    reasons = {f.failure_reason for f in failed}
+    code: RunFailureReason = "all_panels_failed"
+    if reasons == {"rate_limited"}:
+        code = "rate_limited"
+    elif reasons == {"insufficient_credits"}:
+        code = "insufficient_credits"
+    detail = "; ".join(f"{f.model}: {f.error}" for f in failed) or "no panel model ran"
+    return FusionResult.failure(
+        f"Every panel model failed, so there is nothing to compare ({detail}). "
+        "Answer without the analysis, or retry with other models.",
+        code,
+        failed_models=failed,
+    )
+
+
+def in_panel_order(items: list[T], order: Sequence[str]) -> list[T]:
+    """``items`` in the order their models stand in the panel."""
+    rank = {slug: index for index, slug in enumerate(order)}
+    return sorted(items, key=lambda item: rank.get(item.model, len(rank)))
