@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from langgraph.cache.base import BaseCache
@@ -14,7 +15,7 @@ from langfusion.graph.checkpoints import plain_checkpoints
 from langfusion.graph.context import FusionContext
 from langfusion.graph.errors import is_transient
 from langfusion.graph.models import ModelFactory, default_registry
-from langfusion.graph.nodes import Nodes, WebTools, panel_cache_key
+from langfusion.graph.nodes import Nodes, WebTools
 from langfusion.graph.state import FusionInput, FusionOutput, FusionState, PanelTask
 
 FusionGraph = CompiledStateGraph[FusionState, FusionContext, FusionInput, FusionOutput]
@@ -26,6 +27,12 @@ FusionGraph = CompiledStateGraph[FusionState, FusionContext, FusionInput, Fusion
 _SYNTHESIS_RETRY = RetryPolicy(
     max_attempts=2, initial_interval=0.5, max_interval=2.0, retry_on=is_transient
 )
+
+
+def panel_cache_key(task: PanelTask) -> str:
+    """What makes two panel calls interchangeable: model, conversation and settings."""
+    asked = [(m.type, m.content) for m in task["messages"]]
+    return json.dumps([task["slug"], asked, task["settings"]], sort_keys=True, default=str)
 
 
 def build_fusion_graph(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import time
@@ -33,8 +32,6 @@ from langfusion.graph.conversation import (
 from langfusion.graph.depth import ACTIVE_DEPTH, Role, active, child_config, header_depth
 from langfusion.graph.errors import (
     EmptyCompletionError,
-    MissingAPIKeyError,
-    ModelUnavailableError,
     PanelDeadlineError,
     classify,
     status_of,
@@ -47,9 +44,10 @@ from langfusion.graph.models import (
     ModelFactory,
     call_deadline,
 )
-from langfusion.graph.openrouter import SERVER_TOOLS_KEY, server_tools
+from langfusion.graph.openrouter import offered_server_tools
 from langfusion.graph.outcome import in_panel_order, nothing_usable, run_result
 from langfusion.graph.panel import check_not_refused, panel_messages, plain_prompts
+from langfusion.graph.refusal import refusal_of
 from langfusion.graph.schema import (
     FailedModel,
     FusionResult,
@@ -131,7 +129,7 @@ class Nodes:
         update: dict[str, Any] = {"depth": depth, "fusion_id": fusion_id, **_FRESH_RUN}
         earlier, taken = take_inputs(state)
         update |= taken
-        refusal = await self._refusal(ctx, state, depth)
+        refusal = await refusal_of(self, ctx, state, depth)
         if refusal is None and earlier is not None and earlier.status != "ok":
             refusal = FusionResult.failure(
                 "reuse must be the ok result of an earlier run on the same question.",
@@ -142,47 +140,6 @@ class Nodes:
         if refusal is not None:
             update |= {"result": refusal, "answer": ""}
         return update
-
-    async def _refusal(
-        self, ctx: FusionContext, state: FusionState, depth: int
-    ) -> FusionResult | None:
-        if depth >= 1:
-            return FusionResult.failure(
-                "Fusion was invoked from inside another fusion run; nested deliberation is "
-                "refused. Answer without it.",
-                "recursion_blocked",
-            )
-        if question(state["messages"]) is None:
-            return FusionResult.failure(
-                "There is no question to deliberate on: the last human message is missing or "
-                "empty. Pass the question as a non-empty human message.",
-                "invalid_request",
-            )
-        roles: list[tuple[str, Role]] = [(slug, "panel") for slug in ctx.panel]
-        roles.append((ctx.judge, "judge"))
-        if ctx.synthesize:
-            roles.append((ctx.synthesizer, "synthesis"))
-        try:
-            ensure = getattr(self.factory, "ensure_available", None)
-            if callable(ensure):
-                slugs = list(dict.fromkeys(slug for slug, _ in roles))
-                may_block = getattr(self.factory, "may_block", None)
-                if callable(may_block) and not any(may_block(slug) for slug in slugs):
-                    for slug in slugs:
-                        ensure(slug)
-                else:
-                    # Readying a provider may block (the embedded server starts, and
-                    # hashes its model file): not on the event loop.
-                    await asyncio.to_thread(lambda: [ensure(slug) for slug in slugs])
-            for slug, role in roles:
-                self.model(ctx, slug, role, depth)
-        except MissingAPIKeyError as exc:
-            return FusionResult.failure(str(exc), "missing_api_key")
-        except ModelUnavailableError as exc:
-            return FusionResult.failure(str(exc), exc.reason)
-        except ValueError as exc:
-            return FusionResult.failure(classify(exc)[1], "invalid_request")
-        return None
 
     async def fan_out(
         self, state: FusionState, runtime: Runtime[FusionContext]
@@ -227,7 +184,9 @@ class Nodes:
         writer = get_stream_writer()
         writer({"event": "panel_started", "model": slug})
         model = self.model(ctx, slug, "panel", task["depth"])
-        on_server = _server_tools(ctx, model)
+        on_server = offered_server_tools(
+            model, enabled=ctx.web_tools, max_tool_calls=ctx.max_tool_calls
+        )
         tools = self.web_tools if ctx.web_tools and _takes_tools(model) and not on_server else ()
         messages = panel_messages(
             task["messages"], tools=bool(tools or on_server), plain=plain_prompts(model)
@@ -320,7 +279,9 @@ class Nodes:
         depth = state.get("depth", 0)
         model = self.model(ctx, ctx.judge, "judge", depth)
         config = child_config(depth, state.get("fusion_id", ""), "judge", ctx.judge, nostream=True)
-        on_server = _server_tools(ctx, model)
+        on_server = offered_server_tools(
+            model, enabled=ctx.web_tools, max_tool_calls=ctx.max_tool_calls
+        )
         tools = self.web_tools if _takes_tools(model) and not on_server else ()
         with active(depth):
             async with call_deadline(ctx.judge_timeout_s):
@@ -424,19 +385,6 @@ class Nodes:
         """Assemble the SPEC result of a run that reached the judge."""
         result = run_result(state, _context(runtime).panel, _context(runtime).judge)
         return {"result": result, "answer": state.get("answer") or ""}
-
-
-def panel_cache_key(task: PanelTask) -> str:
-    """What makes two panel calls interchangeable: model, conversation and settings."""
-    asked = [(m.type, m.content) for m in task["messages"]]
-    return json.dumps([task["slug"], asked, task["settings"]], sort_keys=True, default=str)
-
-
-def _server_tools(ctx: FusionContext, model: BaseChatModel) -> list[dict[str, Any]]:
-    """The endpoint's own web tools, for a model served where they run (OpenRouter)."""
-    if not ctx.web_tools or not (model.metadata or {}).get(SERVER_TOOLS_KEY):
-        return []
-    return server_tools(ctx.max_tool_calls)
 
 
 def _after_judge(ctx: FusionContext) -> str:

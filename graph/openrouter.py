@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import openai
+from langchain_core.language_models import BaseChatModel
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 
@@ -18,6 +19,15 @@ from langchain_openai import ChatOpenAI
 SERVER_TOOLS_KEY = "langfusion_server_tools"
 # Results one openrouter:web_search call returns by default.
 _RESULTS_PER_SEARCH = 5
+
+
+def offered_server_tools(
+    model: BaseChatModel, *, enabled: bool, max_tool_calls: int
+) -> list[dict[str, Any]]:
+    """The endpoint's own web tools, for a model served where they run (OpenRouter)."""
+    if not enabled or not (model.metadata or {}).get(SERVER_TOOLS_KEY):
+        return []
+    return server_tools(max_tool_calls)
 
 
 def server_tools(max_tool_calls: int) -> list[dict[str, Any]]:
