@@ -14,10 +14,11 @@ import pytest
 from langfusion.graph import FusionResult
 
 
-def llama_servers(marker: str) -> set[int]:
+def llama_servers(marker: str = "") -> set[int]:
     """llama.cpp servers whose command line names ``marker`` (this test's cache folder).
 
-    Other llama.cpp servers on the machine (another test run, a notebook) are not counted.
+    With a marker, other llama.cpp servers on the machine (another test run, a
+    notebook) are not counted; without one, every llama.cpp server is.
     """
     pids = set()
     for entry in Path("/proc").iterdir():
