@@ -16,7 +16,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -269,7 +269,7 @@ async def run_alias(
     messages: list[BaseMessage],
     options: SynthesisOptions | None,
     config: RunnableConfig,
-) -> AsyncIterator[str | Ending]:
+) -> AsyncGenerator[str | Ending, None]:
     """Run the pipeline for a chat-model caller: answer text as it streams, then the ending.
 
     When the conversation ends with a tool result and this alias answered its

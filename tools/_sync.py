@@ -7,7 +7,7 @@ import contextlib
 import contextvars
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -44,7 +44,7 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 _DONE = object()
 
 
-def iterate_sync(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+def iterate_sync(make: Callable[[], AsyncIterator[T]]) -> Generator[T, None, None]:
     """Drive an async iterator on a worker thread and yield its items as they come.
 
     Closing the returned iterator early (a ``break`` out of a ``for`` loop)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from langchain_core.callbacks import (
@@ -39,12 +40,36 @@ from langfusion.tools._sync import iterate_sync
 
 __all__ = ["FUSION_EVENT", "FusionChatModel", "FusionError"]
 
-# The callbacks a stream()/astream() call hands its pipeline. LangChain calls
-# `_stream` without the run's callback manager; the stream methods below
-# prepare the run's callbacks and leave them here for `_stream` to pick up.
-_STREAM_CALLBACKS: ContextVar[BaseCallbackManager | None] = ContextVar(
-    "langfusion_stream_callbacks", default=None
-)
+
+@dataclass
+class _StreamCall:
+    """What a stream()/astream() call hands the ``_stream``/``_astream`` beneath it.
+
+    LangChain calls ``_stream`` without the run's callback manager, so the
+    stream methods below prepare the run's callbacks and leave them here. The
+    pipeline run a ``_stream``/``_astream`` opens is left here too, so that
+    closing the stream closes that run at once, not whenever the garbage
+    collector reaches the generators in between.
+    """
+
+    callbacks: BaseCallbackManager
+    runs: list[Generator[Any, None, None] | AsyncGenerator[Any, None]] = field(default_factory=list)
+
+    def keep(self, run: Generator[Any, None, None] | AsyncGenerator[Any, None]) -> None:
+        self.runs.append(run)
+
+    def close(self) -> None:
+        for run in self.runs:
+            if isinstance(run, Generator):
+                run.close()
+
+    async def aclose(self) -> None:
+        for run in self.runs:
+            if isinstance(run, AsyncGenerator):
+                await run.aclose()
+
+
+_STREAM_CALL: ContextVar[_StreamCall | None] = ContextVar("langfusion_stream_call", default=None)
 
 
 class FusionChatModel(FusionParameters, BaseChatModel):
@@ -183,17 +208,19 @@ class FusionChatModel(FusionParameters, BaseChatModel):
             Generator[AIMessageChunk, None, None],
             super().stream(input, config, stop=stop, **kwargs),
         )
+        call = _StreamCall(callbacks)
         try:
-            token = _STREAM_CALLBACKS.set(callbacks)
+            token = _STREAM_CALL.set(call)
             try:
                 first = next(chunks, None)
             finally:
-                _STREAM_CALLBACKS.reset(token)
+                _STREAM_CALL.reset(token)
             if first is not None:
                 yield first
                 yield from chunks
         finally:
             chunks.close()
+            call.close()
 
     async def astream(
         self,
@@ -209,18 +236,20 @@ class FusionChatModel(FusionParameters, BaseChatModel):
             AsyncGenerator[AIMessageChunk, None],
             super().astream(input, config, stop=stop, **kwargs),
         )
+        call = _StreamCall(callbacks)
         try:
-            token = _STREAM_CALLBACKS.set(callbacks)
+            token = _STREAM_CALL.set(call)
             try:
                 first = await anext(chunks, None)
             finally:
-                _STREAM_CALLBACKS.reset(token)
+                _STREAM_CALL.reset(token)
             if first is not None:
                 yield first
                 async for chunk in chunks:
                     yield chunk
         finally:
             await chunks.aclose()
+            await call.aclose()
 
     def _run(
         self,
@@ -228,7 +257,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         stop: list[str] | None,
         callbacks: BaseCallbackManager | None,
         kwargs: dict[str, Any],
-    ) -> AsyncIterator[str | Ending]:
+    ) -> AsyncGenerator[str | Ending, None]:
         options = synthesis_options(type(self).__name__, stop, kwargs)
         config = self.run_config(RunnableConfig(callbacks=without_usage_counters(callbacks)))
         return run_alias(self.graph, self.context, self._analyses, messages, options, config)
@@ -245,8 +274,12 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        callbacks = nested_callbacks(run_manager) or _STREAM_CALLBACKS.get()
-        async for piece in self._run(messages, stop, callbacks, kwargs):
+        call = _STREAM_CALL.get()
+        callbacks = nested_callbacks(run_manager) or (call.callbacks if call else None)
+        pieces = self._run(messages, stop, callbacks, kwargs)
+        if call:
+            call.keep(pieces)
+        async for piece in pieces:
             chunk = self._chunk(piece)
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -259,8 +292,12 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        callbacks = nested_callbacks(run_manager) or _STREAM_CALLBACKS.get()
-        for piece in iterate_sync(lambda: self._run(messages, stop, callbacks, kwargs)):
+        call = _STREAM_CALL.get()
+        callbacks = nested_callbacks(run_manager) or (call.callbacks if call else None)
+        pieces = iterate_sync(lambda: self._run(messages, stop, callbacks, kwargs))
+        if call:
+            call.keep(pieces)
+        for piece in pieces:
             chunk = self._chunk(piece)
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
