@@ -39,7 +39,7 @@ def add_conversation(left: Messages, right: Messages) -> Messages:
         ValueError: ``messages`` is missing, empty, or holds something that is
             not a chat message; the message says which item and what to pass.
     """
-    return add_messages(left, _conversation(right))
+    return add_messages(left, as_conversation(right))
 
 
 _EXPECTED = (
@@ -48,7 +48,13 @@ _EXPECTED = (
 )
 
 
-def _conversation(value: Any) -> list[MessageLikeRepresentation]:
+def as_conversation(value: Any) -> list[MessageLikeRepresentation]:
+    """``value`` as chat messages (one message or ``(role, text)`` pair taken as a list).
+
+    Raises:
+        ValueError: ``value`` is missing, empty, or holds something that is not
+            a chat message; the message says which item and what to pass.
+    """
     if value is None:
         raise ValueError(f"messages is missing: {_EXPECTED}.")
     items = value if isinstance(value, list | tuple) else [value]

@@ -350,3 +350,14 @@ async def test_astream_events_carries_the_answer_tokens_and_the_progress(
     assert "".join(tokens) == ANSWER
     assert sorted(e for e in progress if e.startswith("panel")) == EVENTS
     assert progress[-3:] == ["judge_started", "judge_finished", "synthesis_started"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("bad", [b"\x00", [42], [], [{"role": "wizard", "content": "hi"}]])
+def test_input_that_is_no_conversation_is_refused_in_words_on_every_path(
+    server: OpenAIServer, path: str, bad: Any
+) -> None:
+    with pytest.raises(ValueError, match="messages") as refused:
+        answers(alias(server), path, {}, question=bad)
+    assert "chat message" in str(refused.value)
+    assert not server.requests  # refused before any model was called

@@ -187,12 +187,6 @@ async def test_the_graph_refuses_hostile_messages_with_a_value_error(conversatio
     assert isinstance(out["answer"], str)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(NotImplementedError, BaseExceptionGroup),
-    reason="FusionChatModel hands hostile input to langchain-core's message conversion, "
-    "which raises NotImplementedError (e.g. for b'\\x00'), not a ValueError",
-)
 @BOUNDED
 @given(conversation=messages)
 async def test_the_alias_answers_or_raises_a_clear_error_for_any_messages(

@@ -19,11 +19,13 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import PrivateAttr
 
+from langfusion.graph.state import as_conversation
 from langfusion.tools._alias_run import (
     FUSION_EVENT,
     Analyses,
@@ -190,6 +192,38 @@ class FusionChatModel(FusionParameters, BaseChatModel):
     # attached (astream_events, a LangGraph "messages" stream), without the
     # run's callbacks; invoke() takes `_generate` instead, which has them and
     # still sends every token to those handlers.
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Answer with the synthesis.
+
+        Raises:
+            ValueError: ``input`` is not a question or a conversation.
+            FusionError: Nothing usable came out, or the synthesis failed.
+        """
+        return super().invoke(_prompt(input), config, stop=stop, **kwargs)
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Answer with the synthesis.
+
+        Raises:
+            ValueError: ``input`` is not a question or a conversation.
+            FusionError: Nothing usable came out, or the synthesis failed.
+        """
+        return await super().ainvoke(_prompt(input), config, stop=stop, **kwargs)
+
     def _should_stream(self, *, async_api: bool, **kwargs: Any) -> bool:
         return bool(kwargs.get("stream")) and super()._should_stream(async_api=async_api, **kwargs)
 
@@ -206,7 +240,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         # BaseChatModel.stream is a generator: closing it ends the run.
         chunks = cast(
             Generator[AIMessageChunk, None, None],
-            super().stream(input, config, stop=stop, **kwargs),
+            super().stream(_prompt(input), config, stop=stop, **kwargs),
         )
         call = _StreamCall(callbacks)
         try:
@@ -234,7 +268,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         config, callbacks = _stream_run(config, AsyncCallbackManager)
         chunks = cast(
             AsyncGenerator[AIMessageChunk, None],
-            super().astream(input, config, stop=stop, **kwargs),
+            super().astream(_prompt(input), config, stop=stop, **kwargs),
         )
         call = _StreamCall(callbacks)
         try:
@@ -339,6 +373,17 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         if ending is None:  # the run always ends with one, or raises
             raise RuntimeError("the fusion run ended without an answer")
         return ChatResult(generations=[ChatGeneration(message=ending.message(self.model_name))])
+
+
+def _prompt(input: LanguageModelInput) -> LanguageModelInput:
+    """The caller's input, refused in words when it is not a question or a conversation.
+
+    Raises:
+        ValueError: A message that is not a chat message, or no message at all.
+    """
+    if isinstance(input, str | PromptValue):
+        return input
+    return ChatPromptValue(messages=cast(list[BaseMessage], as_conversation(input)))
 
 
 def _stream_run(
