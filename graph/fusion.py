@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -18,7 +19,20 @@ from langfusion.graph.models import ModelFactory, default_registry
 from langfusion.graph.nodes import Nodes, WebTools
 from langfusion.graph.state import FusionInput, FusionOutput, FusionState, PanelTask
 
-FusionGraph = CompiledStateGraph[FusionState, FusionContext, FusionInput, FusionOutput]
+
+class FusionGraph(CompiledStateGraph[FusionState, FusionContext, FusionInput, FusionOutput]):
+    """The compiled fusion graph.
+
+    Whichever saver a run or a state method gets (the one compiled in, the
+    one the LangGraph server sets on its copy of the graph, or a parent
+    graph's lent through the config), it writes langfusion's models as plain
+    data (:mod:`langfusion.graph.checkpoints`).
+    """
+
+    def _resolve_checkpointer(self, config: RunnableConfig) -> BaseCheckpointSaver[Any] | None:
+        saver = super()._resolve_checkpointer(config)
+        return plain_checkpoints(saver) if isinstance(saver, BaseCheckpointSaver) else saver
+
 
 # Model calls retry inside the client (429/5xx/connection errors, honouring
 # Retry-After) under one deadline per call. The synthesis also retries as a
@@ -101,7 +115,6 @@ def build_fusion_graph(
     builder.add_edge("synthesize", "report")
     builder.add_edge("report", END)
     graph = builder.compile(checkpointer=checkpointer, cache=cache, name=name)
-    if isinstance(graph.checkpointer, BaseCheckpointSaver):
-        # After compile, which gives the saver the allowlist of strict msgpack mode.
-        graph.checkpointer = plain_checkpoints(graph.checkpointer)
-    return graph
+    # LangGraph's copy() keeps the class, so the server's copy is a FusionGraph too.
+    graph.__class__ = FusionGraph
+    return cast(FusionGraph, graph)

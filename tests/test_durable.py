@@ -278,17 +278,30 @@ async def test_a_resumed_run_gets_a_fresh_deadline(
     assert len(server.requests_for("p/slow")) == 2  # the cancelled call, then the resumed one
 
 
+# How a saver reaches the graph: compiled in, on a copy (what the LangGraph server does), or set.
+SAVER_ROUTES = ["compiled", "copy", "assigned"]
+
+
+@pytest.mark.parametrize("route", SAVER_ROUTES)
 async def test_checkpoints_hold_only_messages_and_plain_data(
-    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    route: str,
 ) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
     monkeypatch.setenv("OPENROUTER_API_KEY", API_KEY)
     saver = InMemorySaver()
-    graph = build_fusion_graph(
-        model_factory=ModelRegistry(base_url=server.base_url), checkpointer=saver
-    )
+    registry = ModelRegistry(base_url=server.base_url)
+    if route == "compiled":
+        graph = build_fusion_graph(model_factory=registry, checkpointer=saver)
+    elif route == "copy":
+        graph = build_fusion_graph(model_factory=registry).copy(update={"checkpointer": saver})
+    else:
+        graph = build_fusion_graph(model_factory=registry)
+        graph.checkpointer = saver
     config: Any = {"configurable": {"thread_id": "plain"}}
     context = FusionContext(
         analysis_models=["p/fast"], model="judge/model", synthesis_model="synth/model"

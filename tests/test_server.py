@@ -314,3 +314,20 @@ async def test_the_served_graph_fences_answers_forwards_instructions_and_uses_se
         ]
     (synthesis,) = [r for r in requests if r.model == "synth/model"]
     assert "tools" not in synthesis.body
+
+
+async def test_a_thread_keeps_its_state_in_the_servers_checkpointer_as_plain_data(
+    dev_server: DevServer,
+) -> None:
+    client = get_client(url=dev_server.url, timeout=RUN_TIMEOUT_S)
+    thread = await client.threads.create()
+    await stream_fusion(dev_server, thread_id=thread["thread_id"])
+    second = await stream_fusion(dev_server, thread_id=thread["thread_id"])  # reads it back
+    values = [data for event, data in second if event == "values"][-1]
+    assert values["answer"] == ANSWER and values["result"]["status"] == "ok"
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["values"]["result"] == values["result"]
+    humans = [m for m in state["values"]["messages"] if m["type"] == "human"]
+    assert len(humans) == 2  # one conversation on the thread, two questions in it
+    log = dev_server.log.read_text()
+    assert "unregistered type" not in log and "Traceback" not in log, log[-3000:]
