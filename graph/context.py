@@ -21,6 +21,7 @@ ReasoningEffort = Literal["minimal", "low", "medium", "high"]
 API_KEY_ENV = "OPENROUTER_API_KEY"
 MAX_PANEL = 8
 MAX_TOOL_CALLS = 16
+MAX_RETRIES = 10
 
 LOCAL_SLUG = "local/gemma-3-270m"
 
@@ -89,6 +90,8 @@ class FusionContext:
         timeout_s: Deadline of each panel call, its retries included.
         judge_timeout_s: Deadline of the judge, its retries included.
         synthesis_timeout_s: Deadline of the synthesis, its retries included.
+        max_retries: Retries of each model call after a 429, a 5xx or a dropped
+            connection (0 to 10), within that call's deadline.
         synthesize: Whether to write the final answer (the tool leaves it to its caller).
         web_tools: Whether panel calls may use ``web_search``/``web_fetch``.
         judge_web_tools: Let the judge check disputed facts with the web tools
@@ -146,6 +149,12 @@ class FusionContext:
         "deadline of the synthesis, retries included",
         option="--synthesis-timeout",
         metavar="SECONDS",
+    )
+    max_retries: int = _param(
+        2,
+        "retries of each model call after a 429, a 5xx or a dropped connection (0 to 10), "
+        "within its deadline",
+        metavar="N",
     )
     synthesize: bool = _param(
         True, "write the final answer (off: stop at the analysis)", option="--synthesis"
@@ -210,6 +219,7 @@ class FusionContext:
         )
         _check_int("max_tool_calls", self.max_tool_calls, 1, MAX_TOOL_CALLS)
         _check_int("min_responses", self.min_responses, 1, MAX_PANEL)
+        _check_int("max_retries", self.max_retries, 0, MAX_RETRIES)
         if self.min_responses > len(panel):
             raise ValueError(
                 f"min_responses={self.min_responses} can never be met by a panel of "

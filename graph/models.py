@@ -80,7 +80,8 @@ class ModelFactory(Protocol):
     """Turns a slug and call settings into a chat model.
 
     Settings passed by the pipeline: ``temperature``, ``max_tokens``,
-    ``reasoning``, ``timeout`` (seconds), ``headers`` (extra HTTP headers,
+    ``reasoning``, ``timeout`` (seconds), ``max_retries`` (the client's own
+    retries after a 429, a 5xx or a dropped connection), ``headers`` (extra HTTP headers,
     ``x-fusion-depth`` among them), ``role`` (``panel``, ``judge`` or
     ``synthesis``) and, on panel calls whose tokens are shown live
     (``PANEL_TOKENS``), ``stream=True``. A factory ignores the settings it
@@ -251,7 +252,7 @@ class ModelRegistry:
             timeout=httpx.Timeout(settings.get("timeout", 120.0), connect=_CONNECT_TIMEOUT_S),
             # The client's own retries (429/5xx/connection errors, Retry-After
             # honoured) run under the node's one deadline for the call.
-            max_retries=_MAX_RETRIES,
+            max_retries=settings.get("max_retries", _MAX_RETRIES),
             http_async_client=_async_client(base_url),
             http_client=shared_sync_client(base_url),
             default_headers=headers,

@@ -100,6 +100,7 @@ class Nodes:
             "role": role,
             "headers": {DEPTH_HEADER: str(depth + 1)},
             "reasoning": ctx.reasoning,
+            "max_retries": ctx.max_retries,
         }
         if role == "panel":
             settings |= {

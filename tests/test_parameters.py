@@ -29,6 +29,7 @@ GIVEN: dict[str, Any] = {
     "web_tools": False,
     "judge_web_tools": True,
     "min_responses": 2,
+    "max_retries": 5,
 }
 
 

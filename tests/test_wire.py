@@ -109,6 +109,23 @@ async def test_retry_after_beyond_the_deadline_fails_fast(
     assert only.finished <= server.requests_for("judge/model")[0].started
 
 
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_max_retries_is_how_often_each_model_call_is_tried_again(
+    server: OpenAIServer, registry: ModelRegistry, retries: int
+) -> None:
+    server.script("ok/model", "fine")
+    server.script("down/model", Reply("upstream broke", status=500))
+    out = await fuse(registry, ["ok/model", "down/model"], max_retries=retries)
+    (failed,) = out["result"].failed_models
+    assert (failed.model, failed.failure_reason, failed.status_code) == (
+        "down/model",
+        "upstream_error",
+        500,
+    )
+    assert len(server.requests_for("down/model")) == 1 + retries
+    assert len(server.requests_for("ok/model")) == 1
+
+
 @pytest.mark.parametrize(("status", "code"), [(429, "rate_limited"), (402, "insufficient_credits")])
 async def test_every_panel_failing_the_same_way_names_that_reason(
     server: OpenAIServer, registry: ModelRegistry, status: int, code: str
