@@ -28,13 +28,13 @@ _TOOL_SETTINGS = ("tool_choice", "strict", "parallel_tool_calls")
 def bind_options(
     model: BaseChatModel, options: SynthesisOptions | None
 ) -> Runnable[LanguageModelInput, BaseMessage]:
-    """``model`` with the caller's tools, response format and stop sequences bound."""
+    """``model`` with the caller's tools, response format, stop sequences and token cap bound."""
     given: Mapping[str, Any] = options or {}
     bound: Runnable[LanguageModelInput, BaseMessage] = model
     if given.get("tools"):
         settings = {k: given[k] for k in _TOOL_SETTINGS if given.get(k) is not None}
         bound = model.bind_tools(given["tools"], **settings)
-    extra = {k: given[k] for k in ("response_format", "stop") if given.get(k)}
+    extra = {k: given[k] for k in ("response_format", "stop", "max_tokens") if given.get(k)}
     return bound.bind(**extra) if extra else bound
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import openai
 from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
 
 from langfusion.graph.context import API_KEY_ENV
 from langfusion.graph.errors import MissingAPIKeyError
@@ -113,17 +114,37 @@ class ModelRegistry:
         base_url: Endpoint for unregistered slugs; defaults to
             ``OPENROUTER_BASE_URL`` or OpenRouter's API.
         api_key_env: Variable holding the key for that endpoint.
+        api_key: The key for that endpoint itself, instead of ``api_key_env``
+            (kept as a ``SecretStr``; never shown, and scrubbed from whatever
+            the endpoint sends back).
     """
 
-    def __init__(self, *, base_url: str | None = None, api_key_env: str = API_KEY_ENV) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key_env: str = API_KEY_ENV,
+        api_key: SecretStr | None = None,
+    ) -> None:
         self._base_url = base_url
         self._api_key_env = api_key_env
+        self._api_key = api_key
         self._ready: dict[str, BaseChatModel] = {}
         self._endpoints: dict[str, _Endpoint] = {}
         self._sync_cache: BoundedCache[tuple[str, _SettingsKey], BaseChatModel] = BoundedCache(
             MODEL_CACHE_SIZE
         )
         self._lock = threading.Lock()
+
+    def with_api_key(self, api_key: SecretStr) -> ModelRegistry:
+        """A copy of this registry, its registered slugs too, with ``api_key`` for the rest."""
+        copy = ModelRegistry(
+            base_url=self._base_url, api_key_env=self._api_key_env, api_key=api_key
+        )
+        with self._lock:
+            copy._ready = dict(self._ready)
+            copy._endpoints = dict(self._endpoints)
+        return copy
 
     def register(
         self,
@@ -212,6 +233,8 @@ class ModelRegistry:
         if slug in self._ready or slug.startswith(LOCAL_PREFIX):
             return
         endpoint = self._endpoints.get(slug)
+        if endpoint is None and self._api_key is not None:
+            return
         env = endpoint.api_key_env if endpoint else self._api_key_env
         if env and not os.environ.get(env):
             raise MissingAPIKeyError(env, slug)
@@ -229,7 +252,9 @@ class ModelRegistry:
             else self._base_url or os.environ.get(BASE_URL_ENV) or OPENROUTER_BASE_URL
         )
         env = endpoint.api_key_env if endpoint else self._api_key_env
-        api_key = os.environ.get(env, "") if env else "unused"
+        api_key = SecretStr(os.environ.get(env, "") if env else "unused")
+        if endpoint is None and self._api_key is not None:
+            api_key = self._api_key
         headers = dict(settings.get("headers") or {})
         extra_body: dict[str, Any] = {}
         reasoning = settings.get("reasoning")
@@ -246,7 +271,7 @@ class ModelRegistry:
         return CitingChatOpenAI(
             model=endpoint.model_name or slug if endpoint else slug,
             base_url=base_url,
-            api_key=api_key,  # type: ignore[arg-type]
+            api_key=api_key,
             temperature=settings.get("temperature"),
             max_tokens=settings.get("max_tokens"),  # type: ignore[call-arg]
             timeout=httpx.Timeout(settings.get("timeout", 120.0), connect=_CONNECT_TIMEOUT_S),

@@ -80,8 +80,9 @@ class SynthesisOptions(TypedDict, total=False):
     """What a chat-model caller binds to the synthesis call (never to the panel or judge).
 
     ``tools`` are OpenAI-format tool definitions, bound with ``tool_choice``,
-    ``strict`` and ``parallel_tool_calls``; ``response_format`` and ``stop``
-    are passed to the call as they are.
+    ``strict`` and ``parallel_tool_calls``; ``response_format``, ``stop`` and
+    ``max_tokens`` (a cap on the synthesis completion) are passed to the call
+    as they are.
     """
 
     tools: list[dict[str, Any]]
@@ -90,6 +91,7 @@ class SynthesisOptions(TypedDict, total=False):
     parallel_tool_calls: bool | None
     response_format: dict[str, Any] | None
     stop: list[str] | None
+    max_tokens: int | None
 
 
 class FusionInput(TypedDict):

@@ -11,6 +11,7 @@ below with the reason and an equivalent check of what the alias does instead.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -18,7 +19,6 @@ from uuid import UUID
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_tests.integration_tests import ChatModelIntegrationTests, ToolsIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
@@ -62,10 +62,6 @@ def alias_params() -> dict[str, Any]:
 # Where the alias cannot pass a standard test by design, the test is kept and
 # marked as an expected failure (LangChain's convention), and a test of what the
 # alias does instead follows it.
-REFUSES_PROVIDER_KEYWORDS = (
-    "builds the model with a provider client's keyword (streaming=, max_tokens=, stop=); "
-    "the alias takes FusionContext's parameters only and refuses any other keyword by name"
-)
 NESTS_ITS_PIPELINE = (
     "wants exactly one on_chat_model_start; the alias nests its pipeline's model calls "
     "(panel, judge, synthesis) under its own run, so a handler sees those as well"
@@ -81,30 +77,63 @@ class TestFusionChatModelUnit(ChatModelUnitTests):
     def chat_model_params(self) -> dict[str, Any]:
         return alias_params()
 
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        # The suite's defaults (api_key, max_tokens, timeout, stop, max_retries) are
-        # a provider client's; the alias refuses them by name. temperature is the panel's.
-        return {"temperature": 0}
 
-    @pytest.mark.xfail(reason=REFUSES_PROVIDER_KEYWORDS, strict=True, raises=ValueError)
-    def test_init_streaming(self) -> None:
-        super().test_init_streaming()
-
-    @pytest.mark.xfail(reason=REFUSES_PROVIDER_KEYWORDS, strict=True, raises=ValueError)
-    def test_standard_params(self, model: BaseChatModel) -> None:
-        super().test_standard_params(model)
+KEY = "sk-or-alias-key-0123456789abcdef"
 
 
-def test_provider_keywords_are_refused_by_name_and_the_ls_params_are_the_alias() -> None:
-    for keyword, value in (("streaming", True), ("max_tokens", 10), ("stop", ["you"])):
-        with pytest.raises(ValueError, match=f"'{keyword}'"):
-            FusionChatModel(**alias_params(), **{keyword: value})
-    model = FusionChatModel(**alias_params())
-    params = model._get_ls_params(stop=["you"])
-    assert params["ls_provider"] == "langfusion"
-    assert params["ls_model_name"] == "fusion:synth/model"
-    assert (params["ls_model_type"], params["ls_stop"]) == ("chat", ["you"])
+def test_the_standard_keywords_apply_to_the_answer_and_the_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = FusionChatModel(**alias_params(), max_tokens=42, stop=["END"], timeout=9.0)
+    assert (model.context.timeout_s, model.context.judge_timeout_s) == (9.0, 9.0)
+    assert model.context.synthesis_timeout_s == 9.0
+    assert (
+        FusionChatModel(**alias_params(), timeout=9.0, judge_timeout_s=30).context.judge_timeout_s
+        == 30
+    )
+    assert model.invoke("hi").content == ANSWER
+    synthesis = SERVER.requests_for("synth/model")[-1].body
+    assert synthesis["stop"] == ["END"]
+    assert synthesis.get("max_completion_tokens", synthesis.get("max_tokens")) == 42
+    for slug in [*PANEL, "judge/model"]:
+        body = SERVER.requests_for(slug)[-1].body
+        assert "stop" not in body and "max_tokens" not in body
+        assert "max_completion_tokens" not in body
+    model.invoke("hi", stop=["you"])  # a call's own stop sequences win
+    assert SERVER.requests_for("synth/model")[-1].body["stop"] == ["you"]
+    params = model._get_ls_params()
+    assert (params["ls_provider"], params["ls_model_name"]) == ("langfusion", "fusion:synth/model")
+    assert (params["ls_max_tokens"], params["ls_stop"]) == (42, ["END"])
+    for bad in ({"max_tokens": 0}, {"timeout": -1}, {"timeout": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FusionChatModel(**alias_params(), **bad)
+
+
+def test_api_key_is_sent_to_the_endpoint_and_shown_nowhere(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("OPENROUTER_API_KEY")
+    monkeypatch.setenv("OPENROUTER_BASE_URL", SERVER.base_url)
+    params = alias_params() | {"analysis_models": [*PANEL, "echo/model"]}
+    del params["model_factory"]
+    with pytest.raises(ValueError, match="not a ModelRegistry"):
+        FusionChatModel(**alias_params() | {"model_factory": lambda slug, **kw: None}, api_key=KEY)
+    model = FusionChatModel(**params, api_key=KEY)
+    # A proxy that quotes the key back in its error.
+    SERVER.script("echo/model", Reply(f"invalid key {KEY}", status=401))
+    try:
+        with caplog.at_level("DEBUG"):
+            reply = model.invoke("hi")
+    finally:
+        SERVER.script("echo/model", "unused")
+    assert reply.content == ANSWER
+    for slug in [*PANEL, "echo/model", "judge/model", "synth/model"]:
+        assert SERVER.requests_for(slug)[-1].headers["authorization"] == f"Bearer {KEY}"
+    shown = [repr(model), model.model_dump_json(), reply.model_dump_json(), caplog.text]
+    shown.append(json.dumps(model._get_ls_params()))
+    assert not [text for text in shown if KEY in text]
+    failed = reply.response_metadata["fusion"]["failed_models"]
+    assert [f["failure_reason"] for f in failed] == ["unauthorized"]
 
 
 class TestFusionChatModelIntegration(ChatModelIntegrationTests):
@@ -116,10 +145,6 @@ class TestFusionChatModelIntegration(ChatModelIntegrationTests):
     def chat_model_params(self) -> dict[str, Any]:
         return alias_params()
 
-    @pytest.mark.xfail(reason=REFUSES_PROVIDER_KEYWORDS, strict=True, raises=ValueError)
-    def test_stop_sequence(self, model: BaseChatModel) -> None:
-        super().test_stop_sequence(model)
-
     @pytest.mark.xfail(reason=NESTS_ITS_PIPELINE, strict=True, raises=AssertionError)
     @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
     def test_structured_output(self, model: BaseChatModel, schema_type: Any) -> None:
@@ -129,15 +154,6 @@ class TestFusionChatModelIntegration(ChatModelIntegrationTests):
     @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
     async def test_structured_output_async(self, model: BaseChatModel, schema_type: Any) -> None:
         await super().test_structured_output_async(model, schema_type)
-
-
-def test_stop_sequences_of_a_call_reach_the_synthesis_request_only() -> None:
-    model = FusionChatModel(**alias_params())
-    result = model.invoke("hi", stop=["you"])
-    assert isinstance(result, AIMessage) and result.content == ANSWER
-    assert SERVER.requests_for("synth/model")[-1].body["stop"] == ["you"]
-    for slug in [*PANEL, "judge/model"]:
-        assert "stop" not in SERVER.requests_for(slug)[-1].body
 
 
 @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])

@@ -290,6 +290,7 @@ GIVEN: dict[str, tuple[list[str], Any]] = {
     "web_tools": (["--no-web"], False),
     "judge_web_tools": (["--judge-web-tools"], True),
     "min_responses": (["--min-responses", "2"], 2),
+    "max_retries": (["--max-retries", "0"], 0),
 }
 
 

@@ -46,7 +46,14 @@ FUSION_EVENT = "langfusion"
 MAX_CONVERSATIONS = 128
 
 # Call options a caller may bind (`bind_tools`, `with_structured_output`, `bind`).
-CALL_OPTIONS = ("tools", "tool_choice", "strict", "parallel_tool_calls", "response_format")
+CALL_OPTIONS = (
+    "tools",
+    "tool_choice",
+    "strict",
+    "parallel_tool_calls",
+    "response_format",
+    "max_tokens",
+)
 
 
 class FusionError(RuntimeError):

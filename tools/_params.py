@@ -47,8 +47,13 @@ class FusionParameters(BaseModel):
                 f"the run parameters are {', '.join(sorted(PARAMETER_NAMES))} "
                 "(see FusionContext)."
             )
-        settings = {**cls.context_defaults, **given}
+        settings = cls.context_settings(own, {**cls.context_defaults, **given})
         return {**own, "context": FusionContext.from_parameters(settings, owner=cls.__name__)}
+
+    @classmethod
+    def context_settings(cls, own: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        """The run parameters, given the subclass's own keywords (``own``) too."""
+        return given
 
     @staticmethod
     def run_config(config: RunnableConfig | None) -> RunnableConfig:

@@ -23,8 +23,10 @@ from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr, SecretStr
 
+from langfusion.graph.context import API_KEY_ENV
+from langfusion.graph.models import ModelRegistry
 from langfusion.graph.state import as_conversation
 from langfusion.tools._alias_run import (
     FUSION_EVENT,
@@ -104,15 +106,54 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         ```
     """
 
+    # LangChain's standard chat-model keywords, each applied to what the alias
+    # is to its caller: the answer it writes, and the calls it makes.
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Cap on the answer: the synthesis completion (``max_completion_tokens`` caps the panel's)."""
+    stop: list[str] | None = None
+    """Stop sequences of the synthesis, unless a call passes its own."""
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Deadline of each model call (panel, judge, synthesis), unless its own ``*_timeout_s``
+    is given."""
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    """The key for unregistered slugs' endpoint (OpenRouter, ``OPENROUTER_BASE_URL``, or a
+    ``ModelRegistry(base_url=...)`` given as ``model_factory``), instead of
+    ``OPENROUTER_API_KEY``."""
+    streaming: bool = False
+    """Kept for LangChain's convention; the alias always streams its synthesis, so every
+    call path sends each token of the answer to the callbacks' ``on_llm_new_token``."""
+
     _analyses: Analyses = PrivateAttr(default_factory=Analyses)
 
+    @classmethod
+    def context_settings(cls, own: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        """The run parameters, with ``timeout`` as the default of every deadline."""
+        timeout = own.get("timeout")
+        if timeout is None:
+            return given
+        deadlines = ("timeout_s", "judge_timeout_s", "synthesis_timeout_s")
+        return {**dict.fromkeys(deadlines, timeout), **given}
+
     def model_post_init(self, context: Any, /) -> None:
-        """Refuse a configuration that would leave the alias without an answer."""
+        """Refuse a configuration that would leave the alias without an answer or a key."""
         if not self.context.synthesize:
             raise ValueError(
                 "FusionChatModel always answers with the synthesis, so synthesize=False "
                 "cannot apply; use FusionTool for the analysis alone."
             )
+        if self.api_key is not None:
+            factory = self.model_factory
+            if factory is not None and not isinstance(factory, ModelRegistry):
+                raise ValueError(
+                    "FusionChatModel got api_key with a model_factory that is not a "
+                    "ModelRegistry; give the key to that factory and pass only model_factory."
+                )
+            self.model_factory = (factory or ModelRegistry()).with_api_key(self.api_key)
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """Where a serialized alias finds its key: the environment, never the payload."""
+        return {"api_key": API_KEY_ENV}
 
     @property
     def _llm_type(self) -> str:
@@ -133,6 +174,8 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         params["ls_provider"] = "langfusion"
         override = kwargs.get("model")
         params["ls_model_name"] = override if isinstance(override, str) else self.model_name
+        if (stop or self.stop) and "ls_stop" not in params:
+            params["ls_stop"] = stop or self.stop
         return params
 
     def bind_tools(
@@ -292,7 +335,9 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         callbacks: BaseCallbackManager | None,
         kwargs: dict[str, Any],
     ) -> AsyncGenerator[str | Ending, None]:
-        options = synthesis_options(type(self).__name__, stop, kwargs)
+        options = synthesis_options(
+            type(self).__name__, stop or self.stop, {"max_tokens": self.max_tokens, **kwargs}
+        )
         config = self.run_config(RunnableConfig(callbacks=without_usage_counters(callbacks)))
         return run_alias(self.graph, self.context, self._analyses, messages, options, config)
 
