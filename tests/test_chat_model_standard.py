@@ -272,3 +272,29 @@ class TestFusionToolIntegration(ToolsIntegrationTests):
     @property
     def tool_invoke_params_example(self) -> dict[str, Any]:
         return {"prompt": "Compare Raft and Paxos for a small metadata store."}
+
+
+@pytest.mark.parametrize("method", ["json_schema", "json_mode"])
+async def test_structured_output_by_response_format_on_the_wire(method: str) -> None:
+    joke = {"setup": "Why 'Tom'?", "punchline": "Because."}
+    # A json_schema format is filled by the server; a json_object one gets this JSON text.
+    SERVER.script("synth/model", Reply(json.dumps(joke), obey=True))
+    try:
+        chat = FusionChatModel(**alias_params()).with_structured_output(_Joke, method=method)  # type: ignore[arg-type]
+        question = "Tell me a joke about 'Tom' the cat."
+        answers = [chat.invoke(question), await chat.ainvoke(question)]
+        answers.append([c async for c in chat.astream(question)][-1])
+    finally:
+        SERVER.script("synth/model", Reply(ANSWER, obey=True))
+    assert all(isinstance(a, _Joke) for a in answers)
+    if method == "json_mode":
+        assert answers[0] == _Joke(**joke)
+    formats = [r.body.get("response_format") for r in SERVER.requests_for("synth/model")[-3:]]
+    if method == "json_schema":
+        assert [f["type"] for f in formats] == ["json_schema"] * 3
+        assert formats[0]["json_schema"]["name"] == "_Joke"
+    else:
+        assert formats == [{"type": "json_object"}] * 3
+    # The judge keeps its own analysis format; the caller's reached the synthesis only.
+    judged = SERVER.requests_for("judge/model")[-1].body["response_format"]
+    assert judged["type"] == "json_schema" and judged["json_schema"]["name"] != "_Joke"
