@@ -301,6 +301,17 @@ def test_a_retry_that_writes_another_answer_never_reaches_a_stream_as_the_answer
             streamed.append(str(chunk.content))
     assert "".join(streamed) == "A cluster gives"  # what was sent before the cut, no more
     assert caught.value.result.status == "ok"
+    assert caught.value.answer == ANSWER  # the retry's answer is not lost
+
+    async def astream() -> None:
+        async for chunk in alias(server).astream(QUESTION):
+            streamed.append(str(chunk.content))
+
+    server.script("synth/model", cut, Reply(ANSWER))
+    streamed.clear()
+    with pytest.raises(FusionError, match="retry wrote a different answer") as caught:
+        asyncio.run(astream())
+    assert "".join(streamed) == "A cluster gives" and caught.value.answer == ANSWER
 
 
 def sockets() -> int:

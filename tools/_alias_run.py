@@ -57,10 +57,18 @@ CALL_OPTIONS = (
 
 
 class FusionError(RuntimeError):
-    """A fusion produced nothing usable; ``result`` keeps whatever it did produce."""
+    """A fusion produced nothing usable; ``result`` keeps whatever it did produce.
 
-    def __init__(self, result: FusionResult, message: str | None = None) -> None:
+    ``answer`` is the final answer where there is one that a stream could not
+    deliver (a synthesis cut midway whose retry wrote a different answer);
+    otherwise ``None``.
+    """
+
+    def __init__(
+        self, result: FusionResult, message: str | None = None, *, answer: str | None = None
+    ) -> None:
         self.result = result
+        self.answer = answer
         super().__init__(message or f"{result.failure_reason}: {result.error}")
 
 
@@ -119,8 +127,9 @@ class Ending:
             raise FusionError(
                 self.result,
                 "synthesis_failed: the synthesis stream was cut midway and its retry wrote a "
-                "different answer, so the text streamed so far is not the answer; "
-                "invoke() returns the answer whole.",
+                "different answer, so the text streamed so far is not the answer; the "
+                "error's answer holds it whole, as invoke() returns it.",
+                answer=self.answer,
             )
         calls = [
             tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
