@@ -7,6 +7,7 @@ Every failure a run reports is one of the closed sets of reasons in
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable
@@ -110,14 +111,25 @@ class UpstreamFailure(Exception):
 
 
 def secret_values(extra: Iterable[str] = ()) -> set[str]:
-    """The values to scrub from text: secret-named environment values and ``extra``."""
-    values = {
-        value
-        for name, value in os.environ.items()
-        if len(value) >= _MIN_SECRET_CHARS and _SECRET_ENV.search(name)
-    }
+    """The values to scrub from text: secret-named environment values and ``extra``.
+
+    The environment is read afresh on every call (a key set since is found);
+    only the verdict on each variable's name is remembered, since the
+    transport asks once per response.
+    """
+    values: set[str] = set()
+    for name in os.environ:
+        if _secret_name(name):
+            value = os.environ.get(name, "")
+            if len(value) >= _MIN_SECRET_CHARS:
+                values.add(value)
     values.update(v for v in extra if len(v) >= _MIN_SECRET_CHARS)
     return values
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    return _SECRET_ENV.search(name) is not None
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
