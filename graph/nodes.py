@@ -96,12 +96,9 @@ class Nodes:
 
     def model(self, ctx: FusionContext, slug: str, role: Role, depth: int) -> BaseChatModel:
         """The chat model for ``slug`` in ``role``, with this run's settings."""
-        settings: dict[str, Any] = {
-            "role": role,
-            "headers": {DEPTH_HEADER: str(depth + 1)},
-            "reasoning": ctx.reasoning,
-            "max_retries": ctx.max_retries,
-        }
+        headers = {DEPTH_HEADER: str(depth + 1)}
+        settings: dict[str, Any] = {"role": role, "headers": headers, "reasoning": ctx.reasoning}
+        settings["max_retries"] = ctx.max_retries
         if role == "panel":
             settings |= {
                 "temperature": ctx.temperature,

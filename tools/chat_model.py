@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from langchain_core.callbacks import (
@@ -19,15 +16,13 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.prompt_values import ChatPromptValue, PromptValue
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr, SecretStr
 
 from langfusion.graph.context import API_KEY_ENV
 from langfusion.graph.models import ModelRegistry
-from langfusion.graph.state import as_conversation
 from langfusion.tools._alias_run import (
     FUSION_EVENT,
     Analyses,
@@ -38,42 +33,12 @@ from langfusion.tools._alias_run import (
     synthesis_options,
     without_usage_counters,
 )
+from langfusion.tools._alias_stream import STREAM_CALL, StreamCall, as_prompt, stream_run
 from langfusion.tools._params import FusionParameters
 from langfusion.tools._structured import structured_output
 from langfusion.tools._sync import iterate_sync
 
 __all__ = ["FUSION_EVENT", "FusionChatModel", "FusionError"]
-
-
-@dataclass
-class _StreamCall:
-    """What a stream()/astream() call hands the ``_stream``/``_astream`` beneath it.
-
-    LangChain calls ``_stream`` without the run's callback manager, so the
-    stream methods below prepare the run's callbacks and leave them here. The
-    pipeline run a ``_stream``/``_astream`` opens is left here too, so that
-    closing the stream closes that run at once, not whenever the garbage
-    collector reaches the generators in between.
-    """
-
-    callbacks: BaseCallbackManager
-    runs: list[Generator[Any, None, None] | AsyncGenerator[Any, None]] = field(default_factory=list)
-
-    def keep(self, run: Generator[Any, None, None] | AsyncGenerator[Any, None]) -> None:
-        self.runs.append(run)
-
-    def close(self) -> None:
-        for run in self.runs:
-            if isinstance(run, Generator):
-                run.close()
-
-    async def aclose(self) -> None:
-        for run in self.runs:
-            if isinstance(run, AsyncGenerator):
-                await run.aclose()
-
-
-_STREAM_CALL: ContextVar[_StreamCall | None] = ContextVar("langfusion_stream_call", default=None)
 
 
 class FusionChatModel(FusionParameters, BaseChatModel):
@@ -249,7 +214,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
             ValueError: ``input`` is not a question or a conversation.
             FusionError: Nothing usable came out, or the synthesis failed.
         """
-        return super().invoke(_prompt(input), config, stop=stop, **kwargs)
+        return super().invoke(as_prompt(input), config, stop=stop, **kwargs)
 
     async def ainvoke(
         self,
@@ -265,7 +230,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
             ValueError: ``input`` is not a question or a conversation.
             FusionError: Nothing usable came out, or the synthesis failed.
         """
-        return await super().ainvoke(_prompt(input), config, stop=stop, **kwargs)
+        return await super().ainvoke(as_prompt(input), config, stop=stop, **kwargs)
 
     def _should_stream(self, *, async_api: bool, **kwargs: Any) -> bool:
         return bool(kwargs.get("stream")) and super()._should_stream(async_api=async_api, **kwargs)
@@ -279,19 +244,19 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         """Stream the synthesis token by token; closing the stream early cancels the run."""
-        config, callbacks = _stream_run(config, CallbackManager)
+        config, callbacks = stream_run(config, CallbackManager)
         # BaseChatModel.stream is a generator: closing it ends the run.
         chunks = cast(
             Generator[AIMessageChunk, None, None],
-            super().stream(_prompt(input), config, stop=stop, **kwargs),
+            super().stream(as_prompt(input), config, stop=stop, **kwargs),
         )
-        call = _StreamCall(callbacks)
+        call = StreamCall(callbacks)
         try:
-            token = _STREAM_CALL.set(call)
+            token = STREAM_CALL.set(call)
             try:
                 first = next(chunks, None)
             finally:
-                _STREAM_CALL.reset(token)
+                STREAM_CALL.reset(token)
             if first is not None:
                 yield first
                 yield from chunks
@@ -308,18 +273,18 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         """Stream the synthesis token by token; closing the stream early cancels the run."""
-        config, callbacks = _stream_run(config, AsyncCallbackManager)
+        config, callbacks = stream_run(config, AsyncCallbackManager)
         chunks = cast(
             AsyncGenerator[AIMessageChunk, None],
-            super().astream(_prompt(input), config, stop=stop, **kwargs),
+            super().astream(as_prompt(input), config, stop=stop, **kwargs),
         )
-        call = _StreamCall(callbacks)
+        call = StreamCall(callbacks)
         try:
-            token = _STREAM_CALL.set(call)
+            token = STREAM_CALL.set(call)
             try:
                 first = await anext(chunks, None)
             finally:
-                _STREAM_CALL.reset(token)
+                STREAM_CALL.reset(token)
             if first is not None:
                 yield first
                 async for chunk in chunks:
@@ -353,7 +318,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call = _STREAM_CALL.get()
+        call = STREAM_CALL.get()
         callbacks = nested_callbacks(run_manager) or (call.callbacks if call else None)
         pieces = self._run(messages, stop, callbacks, kwargs)
         if call:
@@ -371,7 +336,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call = _STREAM_CALL.get()
+        call = STREAM_CALL.get()
         callbacks = nested_callbacks(run_manager) or (call.callbacks if call else None)
         pieces = iterate_sync(lambda: self._run(messages, stop, callbacks, kwargs))
         if call:
@@ -418,38 +383,3 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         if ending is None:  # the run always ends with one, or raises
             raise RuntimeError("the fusion run ended without an answer")
         return ChatResult(generations=[ChatGeneration(message=ending.message(self.model_name))])
-
-
-def _prompt(input: LanguageModelInput) -> LanguageModelInput:
-    """The caller's input, refused in words when it is not a question or a conversation.
-
-    Raises:
-        ValueError: A message that is not a chat message, or no message at all.
-    """
-    if isinstance(input, str | PromptValue):
-        return input
-    return ChatPromptValue(messages=cast(list[BaseMessage], as_conversation(input)))
-
-
-def _stream_run(
-    config: RunnableConfig | None, manager: type[CallbackManager] | type[AsyncCallbackManager]
-) -> tuple[RunnableConfig, BaseCallbackManager]:
-    """The stream's config with its run id fixed, and callbacks for runs nested under it.
-
-    The caller's callbacks are configured here (tracers resolved once) and
-    handed on, so the stream's own run and the pipeline's runs report to the
-    same handlers, the pipeline's under the stream's run.
-    """
-    config = ensure_config(config)
-    run_id = config.get("run_id") or uuid.uuid4()
-    configured = manager.configure(
-        config.get("callbacks"),
-        None,
-        inheritable_tags=config.get("tags"),
-        inheritable_metadata=config.get("metadata"),
-    )
-    nested = CallbackManager(handlers=[], parent_run_id=run_id)
-    nested.set_handlers(configured.inheritable_handlers)
-    nested.add_tags(configured.inheritable_tags)
-    nested.add_metadata(configured.inheritable_metadata)
-    return RunnableConfig(**{**config, "callbacks": configured, "run_id": run_id}), nested
