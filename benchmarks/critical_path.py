@@ -7,13 +7,20 @@ of every run is 2.5 s. Runs of the graph, of floor (a) (pre-built
 posting the same bodies) alternate, one at a time, in a rotating order. With 8 repeats, p99 is
 the worst run.
 
-    python -m benchmarks.critical_path [--repeats 8]
+``--freeze-gc`` moves everything alive after the warm-up into the collector's
+permanent generation (``gc.freeze()``, what a long-running service does after
+start-up), for every implementation alike: a full collection of the shared
+heap then no longer lands, 100 ms or more at a time, on whichever run is
+in flight.
+
+    python -m benchmarks.critical_path [--repeats 8] [--freeze-gc]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -33,12 +40,17 @@ PANELS = (1, 2, 4, 8)
 TARGET = 1.02
 
 
-async def measure(server: ServerProcess, n: int, repeats: int) -> dict[str, Any]:
+async def measure(
+    server: ServerProcess, n: int, repeats: int, freeze_gc: bool = False
+) -> dict[str, Any]:
     scenario = Scenario(panel=spread(n, 0.2, 2.0), judge_s=0.3, synth_s=0.2)
     bodies = await capture_bodies(server, scenario)
     impls = {name: make(name, server.base_url, scenario, bodies) for name in IMPLS}
     for impl in impls.values():
         await impl.check()
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
     walls: dict[str, list[float]] = {name: [] for name in impls}
     order = list(impls)
     for i in range(repeats):
@@ -67,13 +79,18 @@ async def measure(server: ServerProcess, n: int, repeats: int) -> dict[str, Any]
     }
 
 
-async def main(repeats: int) -> dict[str, Any]:
+async def main(repeats: int, freeze_gc: bool = False) -> dict[str, Any]:
     with ServerProcess() as server:
         runs = []
         for n in PANELS:
-            runs.append(await measure(server, n, repeats))
+            runs.append(await measure(server, n, repeats, freeze_gc))
             print(f"panel of {n}: done", flush=True)
-    return {"repeats": repeats, "target_ratio_at_8": TARGET, "runs": runs}
+    return {
+        "repeats": repeats,
+        "freeze_gc": freeze_gc,
+        "target_ratio_at_8": TARGET,
+        "runs": runs,
+    }
 
 
 def report(data: dict[str, Any]) -> None:
@@ -116,7 +133,8 @@ def report(data: dict[str, Any]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--freeze-gc", action="store_true", help="gc.freeze() after the warm-up")
     args = parser.parse_args()
-    data = asyncio.run(main(args.repeats))
+    data = asyncio.run(main(args.repeats, args.freeze_gc))
     report(data)
-    write_results("critical_path", data)
+    write_results("critical_path" + ("_freeze_gc" if args.freeze_gc else ""), data)
