@@ -195,7 +195,7 @@ class Nodes:
         )
         try:
             with active(task["depth"]):
-                async with call_deadline(ctx.timeout_s):
+                async with call_deadline(ctx.timeout_s) as call:
                     outcome = await answer_with_tools(
                         model,
                         messages,
@@ -213,7 +213,7 @@ class Nodes:
         response = PanelResponse(
             model=slug,
             content=content,
-            usage=outcome.usage,
+            usage=Usage.with_cost(outcome.usage, call.cost),
             latency_s=round(time.monotonic() - started, 3),
             tool_calls=outcome.tool_calls,
         )
@@ -282,7 +282,7 @@ class Nodes:
         )
         tools = self.web_tools if _takes_tools(model) and not on_server else ()
         with active(depth):
-            async with call_deadline(ctx.judge_timeout_s):
+            async with call_deadline(ctx.judge_timeout_s) as call:
                 judged = await judge_panel(
                     model,
                     panel,
@@ -306,7 +306,7 @@ class Nodes:
             "analysis": judged.analysis,
             "analysis_meta": judged.meta,
             "judge_failure": judged.failure,
-            "judge_usage": judged.usage,
+            "judge_usage": Usage.with_cost(judged.usage, call.cost),
             "citations": credited(judged.citations, ctx.judge),
         }
 
@@ -358,7 +358,7 @@ class Nodes:
             depth, state.get("fusion_id", ""), "synthesis", ctx.synthesizer, nostream=False
         )
         with active(depth):
-            async with call_deadline(ctx.synthesis_timeout_s):
+            async with call_deadline(ctx.synthesis_timeout_s) as call:
                 reply = await model.ainvoke(messages, config)
         answer = message_text(reply)
         tool_calls = getattr(reply, "tool_calls", None) or []
@@ -366,7 +366,9 @@ class Nodes:
             raise EmptyCompletionError("the synthesis model returned an empty answer")
         update: dict[str, Any] = {
             "answer": answer,
-            "synthesis_usage": Usage.from_metadata(getattr(reply, "usage_metadata", None)),
+            "synthesis_usage": Usage.with_cost(
+                Usage.from_metadata(getattr(reply, "usage_metadata", None)), call.cost
+            ),
         }
         # Under the streamed reply's own id: the "messages" stream has carried it
         # token by token already and must not repeat it whole.

@@ -58,7 +58,9 @@ def result_markdown(
         blocks.append(
             f"_Tokens: {total:,} in all (panel {usage.panel.total_tokens:,}"
             f" · judge {usage.judge.total_tokens:,}"
-            f" · synthesis {usage.synthesis.total_tokens:,})._"
+            f" · synthesis {usage.synthesis.total_tokens:,})"
+            + (f"; ${usage.total.cost:.4f} as reported" if usage.total.cost is not None else "")
+            + "._"
         )
     return "\n\n".join(blocks) + "\n"
 

@@ -52,20 +52,34 @@ FailureReason = Literal[PanelFailureReason, RunFailureReason]
 
 
 class Usage(BaseModel):
-    """Token counts of one or more model calls."""
+    """Token counts of one or more model calls, and their cost where the provider reported it.
+
+    ``cost`` is what the provider reported the calls cost (OpenRouter's
+    ``usage.cost``, in credits, that is US dollars); ``None``, and left out of
+    the JSON, when no call reported one (the embedded model, most other endpoints).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    # In the JSON only where some call reported one.
+    cost: float | None = Field(default=None, exclude_if=lambda cost: cost is None)
 
     def __add__(self, other: Usage) -> Usage:
+        costs = [c for c in (self.cost, other.cost) if c is not None]
         return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
+            cost=sum(costs) if costs else None,
         )
+
+    @staticmethod
+    def with_cost(usage: Usage | None, cost: float | None) -> Usage | None:
+        """``usage`` with the reported ``cost`` of its calls (as it is for a ``None`` cost)."""
+        return usage if cost is None else (usage or Usage()).model_copy(update={"cost": cost})
 
     @classmethod
     def total(cls, usages: Iterable[Usage | None]) -> Usage:

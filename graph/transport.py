@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import openai
 
@@ -52,7 +53,7 @@ elif int(openai.__version__.split(".", 1)[0]) >= 3:
 else:
     import httpx
 
-__all__ = ["ORIGINAL_STATUS_HEADER", "RedactingTransport", "call_deadline"]
+__all__ = ["ORIGINAL_STATUS_HEADER", "CallRecord", "RedactingTransport", "call_deadline"]
 
 _RETRYABLE = frozenset({408, 409, 429})
 _DROPPED_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
@@ -60,36 +61,51 @@ _CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
 
 
 @dataclass
-class _Call:
-    """What the transport saw of one model call (all its attempts)."""
+class CallRecord:
+    """What the transport saw of one model call: all its attempts and requests.
+
+    ``cost`` is the sum of what the provider reported each completed request
+    cost (OpenRouter's ``usage.cost``, in credits), ``None`` when none did.
+    """
 
     deadline: float
     in_flight: int = 0
     cut: bool = False
     last: UpstreamFailure | None = None
+    cost: float | None = None
 
     def failed(self, exc: BaseException) -> None:
+        """Record what an attempt that raised got (its reason and message)."""
         reason, message = classify(exc)
         self.last = UpstreamFailure(reason, message, None)
 
+    def reported(self, completion: Any) -> None:
+        """Add the cost a completion (or a stream's usage chunk) reports, if any."""
+        usage = completion.get("usage") if isinstance(completion, dict) else None
+        cost = usage.get("cost") if isinstance(usage, dict) else None
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+            self.cost = (self.cost or 0.0) + float(cost)
 
-_CALL: ContextVar[_Call | None] = ContextVar("langfusion_call", default=None)
+
+_CALL: ContextVar[CallRecord | None] = ContextVar("langfusion_call", default=None)
 
 
 @asynccontextmanager
-async def call_deadline(seconds: float) -> AsyncIterator[None]:
+async def call_deadline(seconds: float) -> AsyncIterator[CallRecord]:
     """Bound the model calls made in this block, retries and their waits included.
+
+    Yields the block's :class:`CallRecord` (what the calls were reported to cost).
 
     Raises:
         PanelDeadlineError: The deadline cut an attempt in flight (a ``timeout``).
         UpstreamFailure: The deadline ended a wait between attempts; it
             carries what the last attempt got (status, reason, message).
     """
-    call = _Call(time.monotonic() + seconds)
+    call = CallRecord(time.monotonic() + seconds)
     token = _CALL.set(call)
     try:
         async with asyncio.timeout(seconds) as scope:
-            yield
+            yield call
     except TimeoutError as exc:
         if not scope.expired():
             raise
@@ -116,7 +132,7 @@ def _credentials(request: httpx.Request) -> set[str]:
     return secret_values(values)
 
 
-def _wait_outlasts_deadline(response: httpx.Response, call: _Call | None) -> bool:
+def _wait_outlasts_deadline(response: httpx.Response, call: CallRecord | None) -> bool:
     status = response.status_code
     if call is None or not (status in _RETRYABLE or status >= 500):
         return False
@@ -124,8 +140,11 @@ def _wait_outlasts_deadline(response: httpx.Response, call: _Call | None) -> boo
     return wait is not None and wait > call.deadline - time.monotonic()
 
 
-def _not_a_completion(request: httpx.Request, text: str) -> str | None:
-    """Why a 2xx chat-completion body is unusable (malformed, an error object), or ``None``."""
+def _not_a_completion(request: httpx.Request, text: str, call: CallRecord | None) -> str | None:
+    """Why a 2xx chat-completion body is unusable (malformed, an error object), or ``None``.
+
+    A usable completion's reported cost goes on ``call``.
+    """
     if not request.url.path.endswith("/chat/completions"):
         return None
     try:
@@ -138,11 +157,13 @@ def _not_a_completion(request: httpx.Request, text: str) -> str | None:
         return f"the endpoint answered 200 with an error: {api_message(data, str(data['error']))}"
     if not isinstance(data.get("choices"), list) or not data["choices"]:
         return "the endpoint answered 200 with a completion that has no choices"
+    if call is not None:
+        call.reported(data)
     return None
 
 
 def _vet(
-    request: httpx.Request, response: httpx.Response, body: bytes, call: _Call | None
+    request: httpx.Request, response: httpx.Response, body: bytes, call: CallRecord | None
 ) -> httpx.Response:
     """The response rebuilt from ``body`` with every secret gone (and its failure recorded)."""
     secrets = _credentials(request)
@@ -158,7 +179,7 @@ def _vet(
             call.last = UpstreamFailure(
                 reason_for_status(status, message), short(f"HTTP {status}: {message}"), status
             )
-    elif (problem := _not_a_completion(request, text)) is not None:
+    elif (problem := _not_a_completion(request, text, call)) is not None:
         message = short(redact(problem, secrets))
         if call is not None:
             call.last = UpstreamFailure("upstream_error", message, status)
@@ -198,9 +219,12 @@ def _is_event_stream(response: httpx.Response) -> bool:
     return content_type.startswith("text/event-stream")
 
 
-def _scrub_line(line: bytes, secrets: set[str], call: _Call | None) -> bytes:
+def _scrub_line(line: bytes, secrets: set[str], call: CallRecord | None) -> bytes:
     text = line.decode("utf-8", errors="replace")
     if '"error"' not in text:
+        if call is not None and '"cost"' in text and text.startswith("data:"):
+            with contextlib.suppress(ValueError):
+                call.reported(json.loads(text[5:]))
         return scrub(text, secrets).encode()
     text = redact(text, secrets)
     if call is not None:
@@ -211,7 +235,9 @@ def _scrub_line(line: bytes, secrets: set[str], call: _Call | None) -> bytes:
 class _RedactedEvents(httpx.AsyncByteStream):
     """An event stream passed on line by line, each line scrubbed; the call is told its end."""
 
-    def __init__(self, response: httpx.Response, secrets: set[str], call: _Call | None) -> None:
+    def __init__(
+        self, response: httpx.Response, secrets: set[str], call: CallRecord | None
+    ) -> None:
         self._response = response
         self._secrets = secrets
         self._call = call

@@ -55,6 +55,8 @@ class Reply:
     obey: bool = False
     cut_after: int = 2
     body: Any = None
+    # What the provider reports the call cost (OpenRouter's usage.cost), in its usage.
+    cost: float | None = None
 
 
 @dataclass
@@ -137,11 +139,13 @@ class OpenAIServer:
                 status=reply.status,
                 headers=reply.headers,
             )
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": 11,
             "completion_tokens": reply.completion_tokens,
             "total_tokens": 11 + reply.completion_tokens,
         }
+        if reply.cost is not None:
+            usage["cost"] = reply.cost
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}
         choice = body.get("tool_choice")
         if isinstance(choice, dict) and choice.get("type") == "function":
@@ -197,7 +201,7 @@ class OpenAIServer:
         request: web.Request,
         model: str,
         message: dict[str, Any],
-        usage: dict[str, int],
+        usage: dict[str, Any],
         finish: str = "stop",
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -418,3 +418,23 @@ def test_the_pages_a_panel_model_cited_are_listed_with_it(
     link = page.locator("#citations a")
     assert link.inner_text() == "BRT study" and link.get_attribute("href") == cited["url"]
     assert page.locator("#citations li").inner_text().endswith("— p/fast")
+
+
+def test_the_cost_a_provider_reports_reaches_the_cards_and_the_usage_table(
+    page: Any, playground: Playground, server: WatchingServer
+) -> None:
+    server.script("p/priced", Reply("The priced panelist's answer.", cost=0.0021))
+    server.script("judge/model", Reply(verdict(), cost=0.003))
+    try:
+        ask(page, playground, panel="p/priced, p/fast")
+        assert wait_finished(page) == "done"
+        result = result_of(page, playground)
+    finally:
+        server.script("judge/model", verdict())
+    priced = [r for r in result["responses"] if r["model"] == "p/priced"][0]
+    assert priced["usage"]["cost"] == 0.0021 and result["usage"]["total"]["cost"] == 0.0051
+    assert "$0.0021" in page.locator(card("p/priced", ".status")).inner_text()
+    assert "$" not in page.locator(card("p/fast", ".status")).inner_text()  # none was reported
+    row = page.locator('#usage-table tr[data-step="panel"][data-model="p/priced"] td').last
+    assert row.inner_text() == "$0.0021"
+    assert page.locator('#usage-table tr[data-step="total"] td').last.inner_text() == "$0.0051"

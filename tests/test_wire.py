@@ -249,3 +249,45 @@ async def test_registered_base_url_and_ready_model(
     assert [r.model for r in out["result"].responses] == ["mine/a", "mine/b"]
     assert server.requests_for("ready-b")[0].headers["x-own"] == "kept"
     assert server.requests_for("served-a")[0].headers["x-fusion-depth"] == "1"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_the_cost_a_provider_reports_is_kept_per_call_and_totalled(
+    server: OpenAIServer, registry: ModelRegistry, streamed: bool
+) -> None:
+    from langfusion.graph.models import PANEL_TOKENS
+
+    server.script("p/1", Reply("answer one", cost=0.0125))
+    server.script("p/2", Reply("answer two"))  # an endpoint that reports no cost
+    server.script("judge/model", Reply(verdict(), cost=0.5))
+    server.script("synth/model", Reply("the synthesis", cost=0.25))
+    graph = build_fusion_graph(model_factory=registry, web_tools=[])
+    context = FusionContext(
+        analysis_models=["p/1", "p/2"], model="judge/model", synthesis_model="synth/model"
+    )
+    question = {"messages": [HumanMessage(QUESTION)]}
+    # Streamed: the panel and the synthesis answer over SSE, as the playground asks for.
+    token = PANEL_TOKENS.set(streamed)
+    try:
+        if streamed:
+            parts = [
+                part
+                async for part in graph.astream(
+                    question, context=context, stream_mode=["messages", "values"]
+                )
+            ]
+            out = [payload for mode, payload in parts if mode == "values"][-1]
+        else:
+            out = await graph.ainvoke(question, context=context)
+    finally:
+        PANEL_TOKENS.reset(token)
+    assert server.requests_for("synth/model")[0].body.get("stream", False) is streamed
+    assert server.requests_for("p/1")[0].body.get("stream", False) is streamed
+    result = out["result"]
+    costs = {r.model: r.usage.cost for r in result.responses}
+    assert costs == {"p/1": 0.0125, "p/2": None}
+    assert result.responses[0].usage.total_tokens == 18  # the tokens are kept beside it
+    assert (result.usage.judge.cost, result.usage.synthesis.cost) == (0.5, 0.25)
+    assert result.usage.total.cost == pytest.approx(0.7625)
+    assert json.loads(result.to_json())["usage"]["total"]["cost"] == pytest.approx(0.7625)
+    assert "$0.7625 as reported" in result.to_markdown()
