@@ -217,14 +217,10 @@ class Nodes:
             latency_s=round(time.monotonic() - started, 3),
             tool_calls=outcome.tool_calls,
         )
-        writer(
-            {
-                "event": "panel_finished",
-                "model": slug,
-                "seconds": response.latency_s,
-                "tokens": outcome.usage.output_tokens if outcome.usage else None,
-            }
-        )
+        usage = response.usage
+        tokens, cost = (usage.output_tokens, usage.cost) if usage else (None, None)
+        event = {"event": "panel_finished", "model": slug, "seconds": response.latency_s}
+        writer(event | {"tokens": tokens, "cost": cost})
         return {"responses": [response], "citations": credited(outcome.citations, slug)}
 
     def record_panel_failure(self, task: PanelTask, error: NodeError) -> Command[str]:

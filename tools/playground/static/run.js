@@ -1,5 +1,5 @@
 // One run on the page: follow its server-sent events, fill in the cards, show the result.
-import { $, clear, fmtInt, fmtSeconds, panelCard, setCard } from "./dom.js";
+import { $, clear, fmtCost, fmtInt, fmtSeconds, panelCard, setCard } from "./dom.js";
 import { showResult } from "./result.js";
 
 let source = null;
@@ -90,6 +90,8 @@ function progress(event) {
       const parts = ["done"];
       if (typeof event.seconds === "number") parts.push(`in ${fmtSeconds(event.seconds)}`);
       if (event.tokens) parts.push(`· ${fmtInt(event.tokens)} tokens`);
+      const cost = fmtCost({ cost: event.cost });
+      if (cost) parts.push(`· ${cost}`);
       setCard(panelCard(event.model), "done", parts.join(" "));
       break;
     }
