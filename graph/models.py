@@ -283,6 +283,10 @@ class ModelRegistry:
             default_headers=headers,
             extra_body=extra_body or None,
             stream_usage=True,
+            # The call's deadline bounds a stalled stream. The client's own per-chunk
+            # timeout reads each chunk in a task of its own, where a cancel can leave
+            # the connection open.
+            stream_chunk_timeout=None,
             # Only the synthesis streams to the caller (and the panel, where asked to:
             # settings["stream"]); the rest need whole replies.
             disable_streaming=settings.get("role") != "synthesis" and not settings.get("stream"),

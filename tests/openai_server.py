@@ -291,19 +291,24 @@ class OpenAIServer:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         words = reply.content.split(" ")[: reply.cut_after]
-        for index, word in enumerate(words):
-            chunk = {
-                "id": "chatcmpl-1",
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "delta": {"content": word if index == 0 else " " + word}}],
-            }
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        if reply.fault == "sse_error":
-            error = {"error": {"message": reply.content, "code": 502}}
-            await response.write(f"data: {json.dumps(error)}\n\n".encode())
-        elif reply.fault == "sse_hang":
+        try:
+            for index, word in enumerate(words):
+                delta = {"content": word if index == 0 else " " + word}
+                chunk = {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta}],
+                }
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if reply.fault == "sse_error":
+                error = {"error": {"message": reply.content, "code": 502}}
+                await response.write(f"data: {json.dumps(error)}\n\n".encode())
+        except ConnectionError:  # the client closed the connection before the last word
+            record.disconnected = time.monotonic()
+            return response
+        if reply.fault == "sse_hang":
             await self._hold(request, record)
             return response
         record.finished = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
+from langfusion.graph.transport import call_deadline
 from tests.fakes import verdict
 from tests.openai_server import OpenAIServer, Reply
 
@@ -291,3 +293,35 @@ async def test_the_cost_a_provider_reports_is_kept_per_call_and_totalled(
     assert result.usage.total.cost == pytest.approx(0.7625)
     assert json.loads(result.to_json())["usage"]["total"]["cost"] == pytest.approx(0.7625)
     assert "$0.7625 as reported" in result.to_markdown()
+
+
+@pytest.mark.parametrize("cancels", [1, 2, 3])
+async def test_a_stream_cancelled_mid_answer_ends_and_closes_its_connection(
+    server: OpenAIServer, registry: ModelRegistry, cancels: int
+) -> None:
+    # LangGraph's runner and its executor each cancel a node they stop: one cancel or
+    # several, the read ends and its connection closes, long before the call's deadline.
+    server.script("synth/model", Reply("four words then nothing", fault="sse_hang", cut_after=4))
+    model = registry("synth/model", role="synthesis", timeout=600.0)
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async with call_deadline(600.0):
+            async for _ in model.astream(QUESTION):
+                first.set()
+
+    reader = asyncio.get_running_loop().create_task(read())
+    await first.wait()
+    for _ in range(cancels):
+        reader.cancel()
+        await asyncio.sleep(0)
+    # Bounds against a hang, not measures of speed.
+    done, _ = await asyncio.wait({reader}, timeout=60)
+    assert reader in done, "the cancelled read went on"
+    assert reader.cancelled()
+    (streamed,) = server.requests_for("synth/model")
+    for _ in range(6000):
+        if streamed.disconnected:
+            break
+        await asyncio.sleep(0.01)
+    assert streamed.disconnected, "the cancelled stream left its connection open"

@@ -69,6 +69,7 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
         },
         stop_sequences=None if role == "judge" else _TURN_LABELS,
         stream_usage=True,
+        stream_chunk_timeout=None,  # the call's deadline bounds a stall (graph/models.py)
         disable_streaming=role != "synthesis" and not settings.get("stream"),
         # A 270M base model cannot drive web tools; their schemas would only
         # crowd its small context.
