@@ -10,6 +10,7 @@ came back since.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.types import Overwrite
+from pydantic import TypeAdapter, ValidationError
 
 from langfusion.graph.schema import FusionResult
 from langfusion.graph.state import FusionState, SynthesisOptions
@@ -38,22 +40,24 @@ def bind_options(
     return bound.bind(**extra) if extra else bound
 
 
-def take_inputs(state: FusionState) -> tuple[FusionResult | None, dict[str, Any]]:
-    """The run's ``reuse`` and ``synthesis_options``, and the update that consumes them.
+def take_inputs(state: FusionState) -> tuple[FusionResult | None, dict[str, Any], str | None]:
+    """The run's ``reuse``, the update that consumes the caller's inputs, and what is wrong.
 
+    What is wrong with ``reuse``, ``synthesis_options`` or ``depth`` is said in
+    words (``None`` when nothing is); the run is then refused before any call.
     The inputs are cleared (a checkpointed thread keeps its keys from run to
     run) and this run's copies kept in ``reusing`` and ``synthesis_binding``.
     With a result to reuse, its analysis, answers and sources become this
     run's, for the synthesis to read.
     """
-    raw = state.get("reuse")
-    earlier = raw if raw is None or isinstance(raw, FusionResult) else _parsed(raw)
-    update: dict[str, Any] = {
-        "reuse": None,
-        "synthesis_options": None,
-        "reusing": earlier is not None,
-        "synthesis_binding": state.get("synthesis_options"),
-    }
+    update: dict[str, Any] = {"reuse": None, "synthesis_options": None}
+    try:
+        earlier = _reused(state.get("reuse"))
+        options = _options(state.get("synthesis_options"))
+        _depth(state.get("depth", 0))
+    except ValueError as exc:
+        return None, update | {"reusing": False, "synthesis_binding": None}, str(exc)
+    update |= {"reusing": earlier is not None, "synthesis_binding": options}
     if earlier is not None:
         failure = earlier.failure_reason or ""
         update |= {
@@ -64,9 +68,49 @@ def take_inputs(state: FusionState) -> tuple[FusionResult | None, dict[str, Any]
             "failed_models": Overwrite(list(earlier.failed_models)),
             "citations": Overwrite(list(earlier.citations)),
         }
-    return earlier, update
+    return earlier, update, None
 
 
-def _parsed(value: Mapping[str, Any]) -> FusionResult:
-    """A result a server was sent as JSON."""
-    return FusionResult.model_validate(value)
+def _reused(raw: object) -> FusionResult | None:
+    """The result to reuse: a ``FusionResult``, or its JSON as a server is sent it."""
+    if raw is None or isinstance(raw, FusionResult):
+        return raw
+    try:
+        return FusionResult.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(
+            "reuse must be the result of an earlier run (a FusionResult or its JSON); "
+            f"{_first_error(exc)}. Leave reuse out to run the whole pipeline."
+        ) from None
+
+
+def _options(raw: object) -> SynthesisOptions | None:
+    """The synthesis options, checked key by key before any model is called."""
+    if raw is None:
+        return None
+    try:
+        return _options_adapter().validate_python(raw)
+    except ValidationError as exc:
+        raise ValueError(
+            f"synthesis_options is not valid: {_first_error(exc)}. It takes tools (OpenAI "
+            "tool dicts), tool_choice, strict, parallel_tool_calls, response_format, stop "
+            "(a list of strings) and max_tokens (a positive integer)."
+        ) from None
+
+
+def _depth(raw: object) -> None:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise ValueError(
+            f"depth must be a whole number of 0 or more (0 at the top level), not {raw!r}."
+        )
+
+
+@functools.cache
+def _options_adapter() -> TypeAdapter[SynthesisOptions]:
+    return TypeAdapter(SynthesisOptions)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])

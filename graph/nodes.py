@@ -117,16 +117,18 @@ class Nodes:
         """Start a run: fix its depth and id, refuse what cannot run, build the models."""
         ctx = _context(runtime)
         config = get_config()
+        fusion_id = str((config.get("metadata") or {}).get("fusion_id") or uuid.uuid4())
+        earlier, taken, invalid = take_inputs(state)
+        update: dict[str, Any] = {"fusion_id": fusion_id, **_FRESH_RUN, **taken}
+        if invalid is not None:
+            return update | {"result": FusionResult.failure(invalid, "invalid_request")}
         parent = ACTIVE_DEPTH.get()
         depth = max(
             state.get("depth", 0),
             0 if parent is None else parent + 1,
             header_depth(config.get("configurable") or {}),
         )
-        fusion_id = str((config.get("metadata") or {}).get("fusion_id") or uuid.uuid4())
-        update: dict[str, Any] = {"depth": depth, "fusion_id": fusion_id, **_FRESH_RUN}
-        earlier, taken = take_inputs(state)
-        update |= taken
+        update["depth"] = depth
         refusal = await refusal_of(self, ctx, state, depth)
         if refusal is None and earlier is not None and earlier.status != "ok":
             refusal = FusionResult.failure(

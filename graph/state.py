@@ -6,6 +6,7 @@ from typing import Annotated, Any, TypeVar
 
 from langchain_core.messages import AnyMessage, MessageLikeRepresentation, convert_to_messages
 from langgraph.graph.message import Messages, add_messages
+from pydantic import ConfigDict, PositiveInt, with_config
 
 # pydantic (LangGraph's schema export) rejects typing.TypedDict before Python 3.12.
 from typing_extensions import NotRequired, TypedDict  # noqa: UP035
@@ -76,6 +77,7 @@ def as_conversation(value: Any) -> list[MessageLikeRepresentation]:
     return converted
 
 
+@with_config(ConfigDict(extra="forbid"))
 class SynthesisOptions(TypedDict, total=False):
     """What a chat-model caller binds to the synthesis call (never to the panel or judge).
 
@@ -86,12 +88,12 @@ class SynthesisOptions(TypedDict, total=False):
     """
 
     tools: list[dict[str, Any]]
-    tool_choice: str | dict[str, Any] | None
+    tool_choice: str | dict[str, Any] | bool | None
     strict: bool | None
     parallel_tool_calls: bool | None
     response_format: dict[str, Any] | None
     stop: list[str] | None
-    max_tokens: int | None
+    max_tokens: PositiveInt | None
 
 
 class FusionInput(TypedDict):

@@ -187,6 +187,86 @@ async def test_the_graph_refuses_hostile_messages_with_a_value_error(conversatio
     assert isinstance(out["answer"], str)
 
 
+OPTION_KEYS = [
+    "tools",
+    "tool_choice",
+    "strict",
+    "parallel_tool_calls",
+    "response_format",
+    "stop",
+    "max_tokens",
+    "temperature",
+]
+caller_inputs = st.fixed_dictionaries(
+    {},
+    optional={
+        "reuse": hostile,
+        "synthesis_options": st.dictionaries(st.sampled_from(OPTION_KEYS), hostile, max_size=3)
+        | hostile,
+        "depth": st.integers(-3, 3) | hostile,
+    },
+)
+
+
+@BOUNDED
+@given(inputs=caller_inputs)
+async def test_the_graph_refuses_hostile_caller_inputs_before_building_a_model(
+    inputs: dict[str, Any],
+) -> None:
+    # reuse, synthesis_options and depth arrive as JSON from a server's clients.
+    factory = fakes()
+    graph = build_fusion_graph(model_factory=factory)
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage("Is it safe?")], **inputs},
+        context=FusionContext(**PARAMS, synthesis_model="synth/model"),
+    )
+    assert_typed(out["result"])
+    if out["result"].failure_reason == "invalid_request":
+        assert factory.settings == []  # refused before any model was built, none was paid for
+        assert any(key in out["result"].error for key in inputs)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "named"),
+    [
+        ({"reuse": {"status": "maybe"}}, "reuse"),
+        ({"reuse": "the last one"}, "reuse"),
+        ({"synthesis_options": "bind everything"}, "synthesis_options"),
+        ({"synthesis_options": {"tools": 5}}, "tools"),
+        ({"synthesis_options": {"max_tokens": 0}}, "max_tokens"),
+        ({"synthesis_options": {"temperature": 2}}, "temperature"),
+        ({"depth": "deep"}, "depth"),
+        ({"depth": -1}, "depth"),
+        ({"depth": True}, "depth"),
+    ],
+)
+async def test_a_bad_caller_input_is_an_invalid_request_naming_it(
+    inputs: dict[str, Any], named: str
+) -> None:
+    factory = fakes()
+    graph = build_fusion_graph(model_factory=factory)
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage("Is it safe?")], **inputs},
+        context=FusionContext(**PARAMS, synthesis_model="synth/model"),
+    )
+    assert out["result"].failure_reason == "invalid_request"
+    assert named in out["result"].error
+    assert factory.settings == []
+
+
+async def test_valid_synthesis_options_are_not_refused() -> None:
+    # What they do to the synthesis call is on the wire in test_alias_agent.py.
+    factory = fakes()
+    graph = build_fusion_graph(model_factory=factory)
+    options = {"stop": ["\n\n"], "max_tokens": 40, "tool_choice": True}
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage("Is it safe?")], "synthesis_options": options},
+        context=FusionContext(**PARAMS, synthesis_model="synth/model"),
+    )
+    assert out["result"].status == "ok"
+    assert out["answer"] == "the synthesis"
+
+
 @BOUNDED
 @given(conversation=messages)
 async def test_the_alias_answers_or_raises_a_clear_error_for_any_messages(
