@@ -27,7 +27,7 @@ def llama_servers(marker: str = "") -> set[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"llama_cpp.server" in cmdline and marker.encode() in cmdline:
+            if b"llama_child.py" in cmdline and marker.encode() in cmdline:
                 pids.add(int(entry.name))
     return pids
 

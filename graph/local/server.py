@@ -218,7 +218,7 @@ class LocalModelServer:
     def _launch(self, model: Path, template: Path, port: int) -> bool:
         """Start a child on ``port``; ``False`` if the port turned out to be taken."""
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, str(Path(__file__).with_name("llama_child.py")),
             "--model", str(model),
             "--host", HOST,
             "--port", str(port),
