@@ -38,6 +38,7 @@ __all__ = [
     "ModelFactory",
     "ModelRegistry",
     "call_deadline",
+    "cancellable",
     "close_loop_pools",
     "default_registry",
     "register_model",
@@ -159,7 +160,8 @@ class ModelRegistry:
         Args:
             slug: The name the panel, judge or synthesis refers to.
             target: A chat model (used as it is, with its own headers and
-                settings) or a base URL such as ``http://127.0.0.1:8000/v1``.
+                settings, but see :func:`cancellable`) or a base URL such as
+                ``http://127.0.0.1:8000/v1``.
             api_key_env: For a base URL, the variable holding its key
                 (``None``: the endpoint needs none).
             model_name: For a base URL, the model name to send (default: ``slug``).
@@ -170,7 +172,7 @@ class ModelRegistry:
             self._sync_cache.discard(lambda key: key[0] == slug)
             discard_cached(self, lambda key: key[0] == slug)
             if isinstance(target, BaseChatModel):
-                self._ready[slug] = target
+                self._ready[slug] = cancellable(target)
                 self._endpoints.pop(slug, None)
             elif isinstance(target, str) and target.startswith(("http://", "https://")):
                 self._endpoints[slug] = _Endpoint(target.rstrip("/"), api_key_env, model_name)
@@ -309,6 +311,18 @@ def _at_temperature_zero(model: BaseChatModel) -> BaseChatModel:
     if "temperature" not in type(model).model_fields:
         return model
     return model.model_copy(update={"temperature": 0.0})
+
+
+def cancellable(model: BaseChatModel) -> BaseChatModel:
+    """``model`` with langchain-openai's per-chunk stream timeout off (a shallow copy).
+
+    That timeout reads each chunk in a task of its own, and a cancel of the call
+    (a closed stream, a stopped run) then leaves the read going until the
+    call's deadline; the deadline bounds a stalled stream anyway.
+    """
+    if getattr(model, "stream_chunk_timeout", None) is None:
+        return model
+    return model.model_copy(update={"stream_chunk_timeout": None})
 
 
 def _settings_key(settings: dict[str, Any]) -> _SettingsKey:

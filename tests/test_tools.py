@@ -294,6 +294,11 @@ async def test_with_fusion_caller_is_the_judge_at_temperature_zero(server: OpenA
     assert data["status"] == "ok" and data["analysis"] is not None
     judge_request = server.requests_for("caller/model")[0].body
     assert judge_request["temperature"] == 0
+    # It judges without langchain-openai's per-chunk stream timeout, whose reads a
+    # cancel does not end (test_wire.py); the caller's own model keeps its settings.
+    served = _CallerAsJudge(registry, "caller/model", caller)("caller/model", role="judge")
+    assert served.stream_chunk_timeout is None  # type: ignore[attr-defined]
+    assert caller.stream_chunk_timeout  # still on: the copy was changed, not the caller's model
 
 
 async def test_alias_answers_with_the_synthesis_and_carries_the_analysis(

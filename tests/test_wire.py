@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
+from langchain_openai import ChatOpenAI
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
 from langfusion.graph.transport import call_deadline
@@ -295,12 +296,16 @@ async def test_the_cost_a_provider_reports_is_kept_per_call_and_totalled(
 
 
 @pytest.mark.parametrize("cancels", [1, 2, 3])
+@pytest.mark.parametrize("built", ["by the registry", "by the caller"])
 async def test_a_stream_cancelled_mid_answer_ends_and_closes_its_connection(
-    server: OpenAIServer, registry: ModelRegistry, cancels: int
+    server: OpenAIServer, registry: ModelRegistry, cancels: int, built: str
 ) -> None:
     # LangGraph's runner and its executor each cancel a node they stop: one cancel or
     # several, the read ends and its connection closes, long before the call's deadline.
     server.script("synth/model", Reply("four words then nothing", fault="sse_hang", cut_after=4))
+    if built == "by the caller":  # a ready model, with langchain-openai's defaults
+        ready = ChatOpenAI(model="synth/model", base_url=server.base_url, api_key=SECRET)
+        registry.register("synth/model", ready)
     model = registry("synth/model", role="synthesis", timeout=600.0)
     first = asyncio.Event()
 

@@ -8,7 +8,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable
 
-from langfusion.graph.models import ModelFactory, default_registry
+from langfusion.graph.models import ModelFactory, cancellable, default_registry
 from langfusion.tools.fusion_tool import FusionTool
 
 
@@ -31,10 +31,11 @@ class _CallerAsJudge:
     def __init__(self, base: ModelFactory, slug: str, model: BaseChatModel) -> None:
         self._base = base
         self._slug = slug
+        judge = cancellable(model)
         self._judge = (
-            model.model_copy(update={"temperature": 0.0})
-            if "temperature" in type(model).model_fields
-            else model
+            judge.model_copy(update={"temperature": 0.0})
+            if "temperature" in type(judge).model_fields
+            else judge
         )
 
     def __call__(self, slug: str, /, **settings: Any) -> BaseChatModel:
