@@ -43,6 +43,7 @@ from langfusion.graph.models import (
     TOOLS_KEY,
     ModelFactory,
     call_deadline,
+    cancellable,
 )
 from langfusion.graph.openrouter import offered_server_tools
 from langfusion.graph.outcome import in_panel_order, nothing_usable, run_result
@@ -111,7 +112,7 @@ class Nodes:
             settings |= {"temperature": 0.0, "timeout": ctx.judge_timeout_s}
         else:
             settings |= {"timeout": ctx.synthesis_timeout_s}
-        return self.factory(slug, **settings)
+        return cancellable(self.factory(slug, **settings))  # whatever factory built it
 
     async def prepare(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Start a run: fix its depth and id, refuse what cannot run, build the models."""
