@@ -139,8 +139,9 @@ def _package(filename: str) -> str:
 
 async def by_package(
     server: ServerProcess, fusions: int
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Client CPU self time per fusion by package; Python function calls per fusion.
+) -> tuple[dict[str, dict[str, float]], dict[str, float], dict[str, float]]:
+    """Client CPU self time per fusion by package; Python function calls and
+    hand-offs to a worker thread (``loop.run_in_executor``) per fusion.
 
     The call count hardly moves with the machine's load, unlike any timing:
     on a shared machine it is the steadiest measure of work done per fusion.
@@ -148,6 +149,7 @@ async def by_package(
     sc = scenario()
     out: dict[str, dict[str, float]] = {}
     calls: dict[str, float] = {}
+    hops: dict[str, float] = {}
     for name in ("fusion", "floor_a", FloorALangGraph.name):
         impl = make(name, server.base_url, sc)
         await impl.check()
@@ -165,7 +167,15 @@ async def by_package(
             groups[_package(filename)] += tottime * 1000 / fusions
         out[name] = dict(groups)
         calls[name] = sum(ncalls for _, ncalls, _, _, _ in stats.values()) / fusions
-    return out, calls
+        hops[name] = (
+            sum(
+                ncalls
+                for (filename, _, function), (_, ncalls, _, _, _) in stats.items()
+                if function == "run_in_executor" and filename.endswith("base_events.py")
+            )
+            / fusions
+        )
+    return out, calls, hops
 
 
 TREE_MIN_PERCENT = 1.5
@@ -243,9 +253,10 @@ async def main(
         data["in_process"] = await in_process(rounds, fusions * 4)
         print("profiling", flush=True)
         server.configure(scenario().server_models())
-        by, calls = await by_package(server, profile_fusions)
+        by, calls, hops = await by_package(server, profile_fusions)
         data["cprofile_self_ms_per_fusion"] = by
         data["python_calls_per_fusion"] = calls
+        data["thread_hops_per_fusion"] = hops
         text = await tree(server, profile_fusions)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"cpu_cost_profile{'_sdk-pool' if pool == 'sdk' else ''}.txt").write_text(text)
@@ -341,13 +352,20 @@ def report(data: dict[str, Any]) -> None:
         "\nPython function calls per fusion (steady under load): "
         + ", ".join(f"{k} {v:,.0f} ({v / calls['floor_a']:.3f}x)" for k, v in calls.items())
     )
+    hops = data.get("thread_hops_per_fusion") or {}
+    if hops:
+        print(
+            "worker-thread hand-offs per fusion (loop.run_in_executor): "
+            + ", ".join(f"{k} {v:g}" for k, v in hops.items())
+        )
     lg = impls.get(FloorALangGraph.name)
     if lg:
         cpu = {k: v["cpu_ms_per_fusion"]["median"] for k, v in impls.items()}
         print(
             f"\nclient CPU over floor (a): {cpu['fusion'] - cpu['floor_a']:.2f} ms per fusion, "
             f"of which LangGraph's orchestration {cpu[FloorALangGraph.name] - cpu['floor_a']:.2f}"
-            f" ms and langfusion's nodes {cpu['fusion'] - cpu[FloorALangGraph.name]:.2f} ms"
+            " ms and langfusion's nodes and models "
+            f"{cpu['fusion'] - cpu[FloorALangGraph.name]:.2f} ms"
         )
     ratio = impls["fusion"]["wall_ms"]["median"] / a["wall_ms"]["median"]
     print(

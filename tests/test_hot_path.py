@@ -1,4 +1,5 @@
-"""What a run does not redo: the judge's structured output and a thread hop to ready its models.
+"""What a run does not redo: the judge's structured output, thread hops to ready its models
+and to build each reply.
 
 Over the real wire path (the loopback OpenAI-compatible server), through the
 graph, the tool and the model alias.
@@ -6,6 +7,7 @@ graph, the tool and the model alias.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,8 +15,11 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
+from langfusion.graph.models import STRUCTURED_METHOD_KEY
+from langfusion.graph.openrouter import CitingChatOpenAI
 from langfusion.tools import FusionChatModel, FusionTool
 from tests.fakes import verdict
 from tests.openai_server import OpenAIServer
@@ -134,3 +139,36 @@ def test_only_the_embedded_model_may_block_while_it_is_readied(registry: ModelRe
     assert not registry.may_block("p/1")
     registry.register("local/mine", ChatOpenAI(model="x", api_key="sk-unused"))  # type: ignore[arg-type]
     assert not registry.may_block("local/mine")
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
+@pytest.mark.parametrize("entry", ["graph", "tool", "alias"])
+async def test_a_run_hands_no_call_to_a_worker_thread(
+    entry: str,
+    method: str,
+    server: OpenAIServer,
+    registry: ModelRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ChatOpenAI builds each reply in a worker thread, and the judge's structured-output
+    # chain hands three more steps to one; each hop costs more than the work it moves.
+    judge = CitingChatOpenAI(
+        model="judge/model",
+        base_url=server.base_url,
+        api_key=SecretStr("sk-unused"),
+        metadata={STRUCTURED_METHOD_KEY: method},
+    )
+    registry.register("judge/model", judge)
+    await run(entry, registry, PANEL)  # the SDK reads the platform once per client, off the loop
+    hops: list[str] = []
+    original = asyncio.BaseEventLoop.run_in_executor
+
+    def recording(self: asyncio.AbstractEventLoop, executor: Any, func: Any, *args: Any) -> Any:
+        hops.append(repr(func))
+        return original(self, executor, func, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "run_in_executor", recording)
+    await run(entry, registry, PANEL)
+    assert hops == []
+    judged = server.requests_for("judge/model")[-1]
+    assert ("tool_choice" in judged.body) == (method == "function_calling")
