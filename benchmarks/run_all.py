@@ -3,7 +3,7 @@
     python -m benchmarks.run_all [--quick]
 
 ``--quick`` cuts repeats and counts (a smoke run of about 5 minutes); the
-full run takes about 30 minutes on a 2-core machine.
+full run takes about 15 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
