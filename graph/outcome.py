@@ -12,6 +12,7 @@ from langfusion.graph.schema import (
     PanelResponse,
     RunFailureReason,
     RunUsage,
+    Step,
     Usage,
 )
 from langfusion.graph.state import FusionState
@@ -51,8 +52,26 @@ def run_result(state: FusionState, panel: Sequence[str], judge: str) -> FusionRe
             judge=judge_usage or Usage(),
             synthesis=synthesis_usage or Usage(),
             total=Usage.total([panel_usage, judge_usage, synthesis_usage]),
+            unreported=_unreported(state, responses),
         ),
     )
+
+
+def _unreported(state: FusionState, responses: list[PanelResponse]) -> list[Step]:
+    """The steps with a call that answered but whose provider reported no token counts."""
+    steps: list[Step] = []
+    if not state.get("reusing"):
+        if any(r.usage is None for r in responses):
+            steps.append("panel")
+        if (
+            state.get("judge_usage") is None
+            and state.get("judge_failure") != "judge_upstream_error"
+        ):
+            steps.append("judge")
+    answered = state.get("answer") and not state.get("synthesis_failure")
+    if answered and state.get("synthesis_usage") is None:
+        steps.append("synthesis")
+    return steps
 
 
 def nothing_usable(failed: list[FailedModel]) -> FusionResult:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from langfusion.graph.schema import Analysis, FusionResult
+    from langfusion.graph.schema import Analysis, FusionResult, RunUsage, Step
 
 __all__ = ["result_markdown"]
 
@@ -52,17 +52,25 @@ def result_markdown(
             blocks += ["## Sources", "\n".join(_sources(result))]
         if answer is not None:
             blocks += ["## Answer", answer.strip() or "_No answer: the synthesis failed._"]
-    total = result.usage.total.total_tokens
+    usage = result.usage
+    total = usage.total.total_tokens
     if total:
-        usage = result.usage
+        steps = " · ".join(_step_tokens(usage, step) for step in ("panel", "judge", "synthesis"))
         blocks.append(
-            f"_Tokens: {total:,} in all (panel {usage.panel.total_tokens:,}"
-            f" · judge {usage.judge.total_tokens:,}"
-            f" · synthesis {usage.synthesis.total_tokens:,})"
+            f"_Tokens: {total:,} in all ({steps})"
             + (f"; ${usage.total.cost:.4f} as reported" if usage.total.cost is not None else "")
             + "._"
         )
+    elif usage.unreported:
+        blocks.append("_Tokens: not reported by the provider._")
     return "\n\n".join(blocks) + "\n"
+
+
+def _step_tokens(usage: RunUsage, step: Step) -> str:
+    tokens = getattr(usage, step).total_tokens
+    if step not in usage.unreported:
+        return f"{step} {tokens:,}"
+    return f"{step} {tokens:,} and some not reported" if tokens else f"{step} not reported"
 
 
 def _trust_notes(result: FusionResult) -> Iterator[str]:

@@ -292,13 +292,23 @@ class FailedModel(BaseModel):
         return data
 
 
+# The steps of a run that call models.
+Step = Literal["panel", "judge", "synthesis"]
+
+
 class RunUsage(BaseModel):
-    """Token usage of a whole fusion, by step."""
+    """Token usage of a whole fusion, by step.
+
+    ``unreported`` names the steps with a call whose provider sent no token
+    counts (llama.cpp's server sends none on a streamed reply): their figures
+    leave that call out. In the JSON only when there is one.
+    """
 
     panel: Usage = Field(default_factory=Usage)
     judge: Usage = Field(default_factory=Usage)
     synthesis: Usage = Field(default_factory=Usage)
     total: Usage = Field(default_factory=Usage)
+    unreported: list[Step] = Field(default_factory=list, exclude_if=lambda steps: not steps)
 
 
 class FusionResult(BaseModel):

@@ -57,6 +57,9 @@ class Reply:
     body: Any = None
     # What the provider reports the call cost (OpenRouter's usage.cost), in its usage.
     cost: float | None = None
+    # False: no token counts at all (no usage object, no usage chunk in a stream),
+    # as llama.cpp's server sends on a streamed reply.
+    usage: bool = True
 
 
 @dataclass
@@ -183,25 +186,24 @@ class OpenAIServer:
         if body.get("stream"):
             if reply.fault is not None:
                 return await self._broken_stream(request, model, reply, record)
-            return await self._stream(request, model, message, usage, reply.finish_reason)
-        return web.json_response(
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "system_fingerprint": "fp_loopback",
-                "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
-                "usage": usage,
-            }
-        )
+            counted = usage if reply.usage else None
+            return await self._stream(request, model, message, counted, reply.finish_reason)
+        completion = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_loopback",
+            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+        }
+        return web.json_response(completion | ({"usage": usage} if reply.usage else {}))
 
     async def _stream(
         self,
         request: web.Request,
         model: str,
         message: dict[str, Any],
-        usage: dict[str, Any],
+        usage: dict[str, Any] | None,
         finish: str = "stop",
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -236,15 +238,16 @@ class OpenAIServer:
             rest = {"arguments": arguments[len(arguments) // 2 :]}
             await send({"tool_calls": [{"index": index, "function": rest}]})
         await send({}, "tool_calls" if message.get("tool_calls") else finish)
-        usage_chunk = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [],
-            "usage": usage,
-        }
-        await response.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
+        if usage is not None:
+            usage_chunk = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            await response.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         return response
 

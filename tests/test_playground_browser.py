@@ -438,3 +438,27 @@ def test_the_cost_a_provider_reports_reaches_the_cards_and_the_usage_table(
     row = page.locator('#usage-table tr[data-step="panel"][data-model="p/priced"] td').last
     assert row.inner_text() == "$0.0021"
     assert page.locator('#usage-table tr[data-step="total"] td').last.inner_text() == "$0.0051"
+
+
+def test_tokens_a_provider_does_not_report_read_not_reported_in_the_usage_table(
+    page: Any, playground: Playground, server: WatchingServer
+) -> None:
+    server.script("p/fast", Reply("The fast panelist's answer.", usage=False))
+    server.script("synth/model", Reply("It depends.", usage=False))  # as llama.cpp streams
+    try:
+        ask(page, playground, panel="p/fast, p/mid")
+        assert wait_finished(page) == "done"
+        result = result_of(page, playground)
+    finally:
+        server.script("p/fast", "The fast panelist's answer.", latency_s=0.2)
+        server.script("synth/model", "## Short answer\n\nIt **depends** on the revenue.")
+    assert result["usage"]["unreported"] == ["panel", "synthesis"]
+
+    def row(step: str, model: str = "") -> list[str]:
+        chosen = f'[data-model="{model}"]' if model else ""
+        return texts(page, f'#usage-table tr[data-step="{step}"]{chosen} td')
+
+    assert row("panel", "p/fast")[2:5] == ["not reported"] * 3
+    assert row("panel", "p/mid")[4] == f"{result['responses'][1]['usage']['total_tokens']:,}"
+    assert row("synthesis")[2:5] == ["not reported"] * 3
+    assert row("total")[1] == "some calls not reported"

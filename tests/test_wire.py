@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
-from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
+from langfusion.graph import FusionContext, FusionResult, ModelRegistry, build_fusion_graph
 from langfusion.graph.transport import call_deadline
 from tests.fakes import verdict
 from tests.openai_server import OpenAIServer, Reply
@@ -293,6 +293,68 @@ async def test_the_cost_a_provider_reports_is_kept_per_call_and_totalled(
     assert result.usage.total.cost == pytest.approx(0.7625)
     assert json.loads(result.to_json())["usage"]["total"]["cost"] == pytest.approx(0.7625)
     assert "$0.7625 as reported" in result.to_markdown()
+
+
+@pytest.mark.parametrize("entry", ["graph ainvoke", "graph astream", "alias astream", "tool"])
+async def test_tokens_a_provider_does_not_report_are_said_to_be_unreported_not_zero(
+    server: OpenAIServer, registry: ModelRegistry, entry: str
+) -> None:
+    from langfusion.tools import FusionChatModel, FusionTool
+
+    server.script("p/1", Reply("answer one"))
+    server.script("p/2", Reply("answer two", usage=False))
+    server.script("judge/model", Reply(verdict()))
+    # llama.cpp's server sends no token counts on a streamed reply.
+    server.script("synth/model", Reply("the synthesis", usage=False))
+    names = {"analysis_models": ["p/1", "p/2"], "model": "judge/model"}
+    question = {"messages": [HumanMessage(QUESTION)]}
+    if entry == "tool":
+        tool = FusionTool(**names, model_factory=registry, web_tools=False)
+        message = await tool.ainvoke(
+            {"name": "fusion", "args": {"prompt": QUESTION}, "id": "c1", "type": "tool_call"}
+        )
+        result = message.artifact
+    elif entry == "alias astream":
+        alias = FusionChatModel(
+            **names, synthesis_model="synth/model", model_factory=registry, web_tools=False
+        )
+        chunks = [chunk async for chunk in alias.astream(QUESTION)]
+        assert "".join(str(c.content) for c in chunks) == "the synthesis"
+        (fusion,) = [
+            c.response_metadata["fusion"] for c in chunks if "fusion" in c.response_metadata
+        ]
+        result = FusionResult.model_validate(fusion)
+    else:
+        graph = build_fusion_graph(model_factory=registry, web_tools=[])
+        context = FusionContext(**names, synthesis_model="synth/model", web_tools=False)
+        if entry == "graph astream":
+            parts = [
+                p async for p in graph.astream(question, context=context, stream_mode="values")
+            ]
+            out = parts[-1]
+        else:
+            out = await graph.ainvoke(question, context=context)
+        result = out["result"]
+    synthesized = entry != "tool"  # the tool's caller writes the answer
+    assert result.status == "ok" and result.analysis is not None
+    assert result.usage.unreported == (["panel", "synthesis"] if synthesized else ["panel"])
+    assert [r.usage is None for r in result.responses] == [False, True]
+    assert result.usage.panel.total_tokens == 18  # p/1's, which it did report
+    shown = result.to_markdown()
+    assert "panel 18 and some not reported" in shown
+    if synthesized:
+        assert "synthesis not reported" in shown and "synthesis 0" not in shown
+    assert json.loads(result.to_json())["usage"]["unreported"] == result.usage.unreported
+
+
+async def test_a_run_whose_every_call_reported_its_tokens_says_nothing_is_unreported(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    out = await fuse(registry, ["p/1", "p/2"])
+    result = out["result"]
+    assert result.usage.unreported == [] and result.usage.synthesis.total_tokens > 0
+    assert "unreported" not in json.loads(result.to_json())["usage"]
+    assert "not reported" not in result.to_markdown()
 
 
 @pytest.mark.parametrize("cancels", [1, 2, 3])

@@ -149,7 +149,10 @@ function showUsage(result, run) {
   for (const r of result.responses || []) rows.push(["panel", r.model, r.usage, r.latency_s]);
   if (result.judge_usage) rows.push(["judge", result.judge_model || "", result.judge_usage, null]);
   const usage = result.usage || {};
+  // Steps with a call whose provider sent no token counts (llama.cpp on a stream).
+  const unreported = usage.unreported || [];
   if (usage.synthesis && usage.synthesis.total_tokens) rows.push(["synthesis", run.synthesizer || "", usage.synthesis, null]);
+  else if (unreported.includes("synthesis")) rows.push(["synthesis", run.synthesizer || "", null, null]);
   if (!rows.length) return;
   $("usage").hidden = false;
   const total = usage.total || {};
@@ -159,15 +162,17 @@ function showUsage(result, run) {
   const heads = ["step", "model", "input", "output", "total", "seconds", ...(costed ? ["cost"] : [])];
   table.append(el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", {}, h)))));
   const body = el("tbody");
+  const count = (u, key) => (u ? fmtInt(u[key]) : "not reported");
   const cells = (u, seconds) => [
-    el("td", {}, fmtInt(u ? u.input_tokens : null)), el("td", {}, fmtInt(u ? u.output_tokens : null)),
-    el("td", {}, fmtInt(u ? u.total_tokens : null)), el("td", {}, fmtSeconds(seconds)),
+    el("td", {}, count(u, "input_tokens")), el("td", {}, count(u, "output_tokens")),
+    el("td", {}, count(u, "total_tokens")), el("td", {}, fmtSeconds(seconds)),
     ...(costed ? [el("td", {}, fmtCost(u))] : []),
   ];
   for (const [step, model, u, seconds] of rows) {
     body.append(el("tr", { "data-step": step, "data-model": model }, el("td", {}, step), el("td", {}, model), ...cells(u, seconds)));
   }
-  body.append(el("tr", { "data-step": "total", class: "total" }, el("td", {}, "total"), el("td", {}, ""), ...cells(total, null)));
+  const partial = unreported.length ? "some calls not reported" : "";
+  body.append(el("tr", { "data-step": "total", class: "total" }, el("td", {}, "total"), el("td", {}, partial), ...cells(total, null)));
   table.append(body);
 }
 
