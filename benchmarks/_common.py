@@ -224,8 +224,10 @@ class Fusion:
         return out
 
     async def check(self) -> None:
+        from langfusion.graph import FusionResult
+
         out = await self.run()
-        result = out["result"]
+        result = FusionResult.model_validate(out["result"])
         if result.status != "ok" or result.analysis is None or not out["answer"]:
             raise SystemExit(f"fusion did not complete: {result.model_dump_json()[:500]}")
 

@@ -84,7 +84,7 @@ def graph_runner(*, durable: bool = False) -> Callable[[], Awaitable[Any]]:
             {"configurable": {"thread_id": f"bench-{next(runs)}"}} if durable else {}
         )
         out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, config, context=context)
-        assert out["result"].status == "ok" and out["answer"]
+        assert out["result"]["status"] == "ok" and out["answer"]
         return out
 
     return run

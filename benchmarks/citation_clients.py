@@ -99,8 +99,8 @@ async def main() -> list[dict[str, Any]]:
             await _measure("langchain_openai.ChatOpenAI(use_responses_api=False)", plain, server)
         )
         try:
-            from langfusion.graph.openrouter import CitingChatOpenAI
-            from langfusion.graph.pools import pooled_async_client
+            from langfusion.graph.models.openrouter import CitingChatOpenAI
+            from langfusion.graph.models.pools import pooled_async_client
         except ImportError:
             pass
         else:

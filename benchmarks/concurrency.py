@@ -176,8 +176,8 @@ async def worker(
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors.append(f"{type(exc).__name__}: {exc}"[:200])
                 continue
-            if isinstance(out, dict) and out["result"].status != "ok":
-                errors.append(str(out["result"].failure_reason))
+            if isinstance(out, dict) and out["result"]["status"] != "ok":
+                errors.append(str(out["result"]["failure_reason"]))
                 continue
             latencies.append(time.perf_counter() - t0)
             sampler.completed += 1

@@ -119,7 +119,7 @@ async def run(runs: int) -> dict[str, Any]:
         ctx = FusionContext(preset="local", web_tools=False)
         started = time.monotonic()
         out = await graph.ainvoke({"messages": [HumanMessage(question)]}, context=ctx)
-        result = out["result"].model_dump(mode="json")
+        result = out["result"]
         found = {
             "responses": [scaffolding(r["content"], shingles) for r in result["responses"]],
             "answer": scaffolding(out["answer"], shingles),

@@ -249,7 +249,7 @@ def _resources() -> dict[str, int]:
 async def one_fusion(graph: Any, plan: Plan, callbacks: Any, tally: Tally) -> None:
     from langchain_core.messages import HumanMessage
 
-    from langfusion.graph import FusionContext
+    from langfusion.graph import FusionContext, FusionResult
 
     context = FusionContext(
         analysis_models=plan.panel,
@@ -284,10 +284,10 @@ async def one_fusion(graph: Any, plan: Plan, callbacks: Any, tally: Tally) -> No
         return
     finally:
         tally.in_flight -= 1
-    result = final.get("result")
-    if result is None:
+    if final.get("result") is None:
         tally.escaped.append(f"fusion {plan.index}: no result")
         return
+    result = FusionResult.model_validate(final["result"])
     # Checked at the end, against what the server saw; kept small so that the
     # soak's own bookkeeping does not show as the library's memory.
     answer = final.get("answer", "")

@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmarks._common import Fusion, Scenario, summary, table, write_results
 from benchmarks.server import ServerProcess
+from langfusion.graph import FusionResult
 
 HUNG = "bench/hung"
 
@@ -42,7 +43,7 @@ async def main(timeouts: list[float], repeats: int) -> dict[str, Any]:
                 started = time.perf_counter()
                 out = await fusion.run()
                 walls.append(time.perf_counter() - started)
-                result = out["result"]
+                result = FusionResult.model_validate(out["result"])
                 if result.status != "ok" or len(result.responses) != 3:
                     raise SystemExit(f"unexpected result: {result.model_dump_json()[:400]}")
                 reasons |= {f.failure_reason for f in result.failed_models if f.model == HUNG}

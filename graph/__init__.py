@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         default_registry,
         register_model,
     )
+    from langfusion.graph.render import result_markdown
     from langfusion.graph.schema import (
         Analysis,
         AnalysisMeta,
@@ -81,6 +82,7 @@ _HOMES = {
     "default_registry": "models",
     "judge_schema": "judge",
     "register_model": "models",
+    "result_markdown": "render",
 }
 
 __all__ = [
@@ -115,6 +117,7 @@ __all__ = [
     "default_registry",
     "judge_schema",
     "register_model",
+    "result_markdown",
 ]
 
 

@@ -21,7 +21,7 @@ from langgraph.types import Overwrite
 from pydantic import TypeAdapter, ValidationError
 
 from langfusion.graph.schema import FusionResult
-from langfusion.graph.state import FusionState, SynthesisOptions
+from langfusion.graph.state import FusionState, SynthesisOptions, plain, plains
 
 # Keyword arguments of `bind_tools` that travel with the tools.
 _TOOL_SETTINGS = ("tool_choice", "strict", "parallel_tool_calls")
@@ -61,12 +61,12 @@ def take_inputs(state: FusionState) -> tuple[FusionResult | None, dict[str, Any]
     if earlier is not None:
         failure = earlier.failure_reason or ""
         update |= {
-            "analysis": earlier.analysis,
-            "analysis_meta": earlier.analysis_meta,
+            "analysis": plain(earlier.analysis) if earlier.analysis else None,
+            "analysis_meta": plain(earlier.analysis_meta) if earlier.analysis_meta else None,
             "judge_failure": failure if failure.startswith("judge_") else None,
-            "responses": Overwrite(list(earlier.responses)),
-            "failed_models": Overwrite(list(earlier.failed_models)),
-            "citations": Overwrite(list(earlier.citations)),
+            "responses": Overwrite(plains(earlier.responses)),
+            "failed_models": Overwrite(plains(earlier.failed_models)),
+            "citations": Overwrite(plains(earlier.citations)),
         }
     return earlier, update, None
 

@@ -98,6 +98,8 @@ class FusionContext:
             before its analysis (one more judge call; off by default).
         min_responses: Fewest surviving panel answers the judge may compare
             (1 to the panel's size); fewer ends the run with ``insufficient_responses``.
+        stream_panel_tokens: Stream panel tokens into the ``messages`` stream as
+            they come; off, each panel call is one whole reply (cheaper).
         preset_used: The preset the defaults came from (resolved).
         panel: The resolved panel slugs.
         judge: The resolved judge slug.
@@ -169,6 +171,11 @@ class FusionContext:
         "(insufficient_responses)",
         metavar="N",
     )
+    stream_panel_tokens: bool = _param(
+        False,
+        "stream each panel model's tokens into the graph's messages stream as they come "
+        "(the playground shows them live); off, each panel call is one whole reply",
+    )
     preset_used: Preset = field(init=False)
     panel: tuple[str, ...] = field(init=False)
     judge: str = field(init=False)
@@ -233,7 +240,7 @@ class FusionContext:
             _check_literal("reasoning", self.reasoning, ReasoningEffort)
         for name in ("timeout_s", "judge_timeout_s", "synthesis_timeout_s"):
             _check_number(name, getattr(self, name), low=0.0, high=None, open_low=True)
-        for name in ("synthesize", "web_tools", "judge_web_tools"):
+        for name in ("synthesize", "web_tools", "judge_web_tools", "stream_panel_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
 

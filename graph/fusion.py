@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any, TypeAlias
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.cache.base import BaseCache
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import CachePolicy, Checkpointer, RetryPolicy
 
-from langfusion.graph.checkpoints import plain_checkpoints
 from langfusion.graph.context import FusionContext
 from langfusion.graph.errors import is_transient
 from langfusion.graph.models import ModelFactory, default_registry
 from langfusion.graph.nodes import Nodes, WebTools
 from langfusion.graph.state import FusionInput, FusionOutput, FusionState, PanelTask
 
-
-class FusionGraph(CompiledStateGraph[FusionState, FusionContext, FusionInput, FusionOutput]):
-    """The compiled fusion graph.
-
-    Whichever saver a run or a state method gets (the one compiled in, the
-    one the LangGraph server sets on its copy of the graph, or a parent
-    graph's lent through the config), it writes langfusion's models as plain
-    data (:mod:`langfusion.graph.checkpoints`).
-    """
-
-    def _resolve_checkpointer(self, config: RunnableConfig) -> BaseCheckpointSaver[Any] | None:
-        saver = super()._resolve_checkpointer(config)
-        return plain_checkpoints(saver) if isinstance(saver, BaseCheckpointSaver) else saver
-
+FusionGraph: TypeAlias = CompiledStateGraph[FusionState, FusionContext, FusionInput, FusionOutput]
+"""The compiled fusion graph, as ``build_fusion_graph`` returns it."""
 
 # Model calls retry inside the client (429/5xx/connection errors, honouring
 # Retry-After) under one deadline per call. The synthesis also retries as a
@@ -46,7 +31,9 @@ _SYNTHESIS_RETRY = RetryPolicy(
 def panel_cache_key(task: PanelTask) -> str:
     """What makes two panel calls interchangeable: model, conversation and settings."""
     asked = [(m.type, m.content) for m in task["messages"]]
-    return json.dumps([task["slug"], asked, task["settings"]], sort_keys=True, default=str)
+    return json.dumps(
+        [task["slug"], task["instructions"], asked, task["settings"]], sort_keys=True, default=str
+    )
 
 
 def build_fusion_graph(
@@ -114,7 +101,4 @@ def build_fusion_graph(
     builder.add_conditional_edges("judge", nodes.after_judge, ["synthesize", "report"])
     builder.add_edge("synthesize", "report")
     builder.add_edge("report", END)
-    graph = builder.compile(checkpointer=checkpointer, cache=cache, name=name)
-    # LangGraph's copy() keeps the class, so the server's copy is a FusionGraph too.
-    graph.__class__ = FusionGraph
-    return cast(FusionGraph, graph)
+    return builder.compile(checkpointer=checkpointer, cache=cache, name=name)

@@ -16,17 +16,13 @@ import json_repair
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.outputs import ChatGeneration
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.json_schema import dereference_refs
-from langchain_openai.chat_models.base import BaseChatOpenAI, _raise_on_refusal
 from pydantic import ValidationError
 
 from langfusion.graph.conversation import message_text
-from langfusion.graph.models import SCHEMA_CAPS_KEY, STRUCTURED_METHOD_KEY
-from langfusion.graph.pools import BoundedCache
+from langfusion.graph.models import BoundedCache, ModelTraits
 from langfusion.graph.prompts import (
     ASKER_INSTRUCTIONS,
     JUDGE_NOTES,
@@ -215,10 +211,10 @@ async def structured_verdict(
         labels: This run's response labels: the only values its schema lets
             a ``model``/``models`` field take.
     """
-    metadata = model.metadata or {}
-    preferred = metadata.get(STRUCTURED_METHOD_KEY)
+    traits = ModelTraits.of(model)
+    preferred = traits.structured_method
     methods = [preferred] if preferred else list(_STRUCTURED_METHODS)
-    capped = bool(metadata.get(SCHEMA_CAPS_KEY))
+    capped = traits.schema_caps
     for index, method in enumerate(methods):
         runnable = _structured(model, tuple(labels), capped, method)
         try:
@@ -278,63 +274,25 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
     return objects
 
 
-@dataclass(frozen=True)
-class _Structured:
-    """``with_structured_output(include_raw=True)``, called as one model call.
-
-    For a langchain-openai model the chain is split into its bound model and its output
-    parser, and the parser runs on the event loop: the chain's own plumbing
-    (an ``itemgetter``, a ``lambda``, the parser) hands each step to a worker
-    thread, three hops that cost more than the parsing. Any other chain is
-    invoked whole.
-    """
-
-    chain: Runnable[Any, Any]
-    model: Runnable[Any, Any] | None = None
-    parser: BaseOutputParser[Any] | None = None
-
-    @classmethod
-    def of(cls, model: BaseChatModel, chain: Runnable[Any, Any]) -> _Structured:
-        try:
-            bound = chain.first.steps__["raw"]  # type: ignore[attr-defined]
-            parser = chain.last.runnable.mapper.steps__["parsed"].last  # type: ignore[attr-defined]
-        except (AttributeError, KeyError):
-            return cls(chain)
-        if not isinstance(model, BaseChatOpenAI) or not isinstance(parser, BaseOutputParser):
-            return cls(chain)
-        return cls(chain, bound, parser)
-
-    async def ainvoke(self, messages: list[BaseMessage], config: RunnableConfig) -> Any:
-        """``{"raw": the reply, "parsed": what the parser made of it, or None}``."""
-        if self.model is None or self.parser is None:
-            return await self.chain.ainvoke(messages, config)
-        raw = await self.model.ainvoke(messages, config)
-        try:
-            _raise_on_refusal(raw)
-            parsed = self.parser.parse_result([ChatGeneration(message=raw)])
-        except Exception:  # as the chain's fallback: no parse, the raw reply is repaired
-            parsed = None
-        return {"raw": raw, "parsed": parsed}
-
-
 # The judge's structured output by model, labels, caps and method: building it
 # converts and copies the schema, some 3,600 calls a run. An entry holds its
 # model, so no other model can come to have the id in its key.
 _STRUCTURED: BoundedCache[
-    tuple[int, tuple[str, ...], bool, str], tuple[BaseChatModel, _Structured]
+    tuple[int, tuple[str, ...], bool, str], tuple[BaseChatModel, Runnable[Any, Any]]
 ] = BoundedCache(64)
 
 
 def _structured(
     model: BaseChatModel, labels: tuple[str, ...], capped: bool, method: str
-) -> _Structured:
+) -> Runnable[Any, Any]:
+    """``with_structured_output(include_raw=True)``: the reply, and what its parser made of it."""
     key = (id(model), labels, capped, method)
     entry = _STRUCTURED.get(key)
     if entry is None:
         kwargs: dict[str, Any] = {"strict": True} if method == "json_schema" else {}
         schema = judge_schema(labels, capped=capped)
         chain = model.with_structured_output(schema, method=method, include_raw=True, **kwargs)
-        entry = _STRUCTURED.setdefault(key, (model, _Structured.of(model, chain)))
+        entry = _STRUCTURED.setdefault(key, (model, chain))
     return entry[1]
 
 

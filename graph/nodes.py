@@ -24,10 +24,12 @@ from langfusion.graph.citations import credited, merged
 from langfusion.graph.context import FusionContext
 from langfusion.graph.conversation import (
     conversation,
+    history,
     instructions,
     message_text,
     question,
     since_question,
+    without_instructions,
 )
 from langfusion.graph.depth import ACTIVE_DEPTH, Role, active, child_config, header_depth
 from langfusion.graph.errors import (
@@ -39,23 +41,24 @@ from langfusion.graph.errors import (
 from langfusion.graph.judge import Panel, judge_panel
 from langfusion.graph.models import (
     DEPTH_HEADER,
-    PANEL_TOKENS,
-    TOOLS_KEY,
     ModelFactory,
+    ModelTraits,
     call_deadline,
     cancellable,
+    offered_server_tools,
 )
-from langfusion.graph.openrouter import offered_server_tools
 from langfusion.graph.outcome import in_panel_order, nothing_usable, run_result
 from langfusion.graph.panel import check_not_refused, panel_messages, plain_prompts
 from langfusion.graph.refusal import refusal_of
 from langfusion.graph.schema import (
+    Analysis,
+    Citation,
     FailedModel,
     FusionResult,
     PanelResponse,
     Usage,
 )
-from langfusion.graph.state import FusionState, PanelTask
+from langfusion.graph.state import FusionState, PanelTask, all_loaded, loaded, plain, plains
 from langfusion.graph.synthesis_prompt import synthesis_messages
 from langfusion.graph.toolloop import answer_with_tools
 
@@ -106,7 +109,7 @@ class Nodes:
                 "max_tokens": ctx.max_completion_tokens,
                 "timeout": ctx.timeout_s,
             }
-            if PANEL_TOKENS.get():
+            if ctx.stream_panel_tokens:
                 settings["stream"] = True
         elif role == "judge":
             settings |= {"temperature": 0.0, "timeout": ctx.judge_timeout_s}
@@ -122,7 +125,7 @@ class Nodes:
         earlier, taken, invalid = take_inputs(state)
         update: dict[str, Any] = {"fusion_id": fusion_id, **_FRESH_RUN, **taken}
         if invalid is not None:
-            return update | {"result": FusionResult.failure(invalid, "invalid_request")}
+            return update | {"result": plain(FusionResult.failure(invalid, "invalid_request"))}
         parent = ACTIVE_DEPTH.get()
         depth = max(
             state.get("depth", 0),
@@ -130,7 +133,9 @@ class Nodes:
             header_depth(config.get("configurable") or {}),
         )
         update["depth"] = depth
-        refusal = await refusal_of(self, ctx, state, depth)
+        asked = update["question"] = question(state["messages"])
+        update["instructions"] = instructions(state["messages"])
+        refusal = await refusal_of(self.factory, ctx, asked, depth)
         if refusal is None and earlier is not None and earlier.status != "ok":
             refusal = FusionResult.failure(
                 "reuse must be the ok result of an earlier run on the same question.",
@@ -139,7 +144,7 @@ class Nodes:
         if refusal is None and earlier is not None:
             get_stream_writer()({"event": "analysis_reused", "model": ctx.judge})
         if refusal is not None:
-            update |= {"result": refusal, "answer": ""}
+            update |= {"result": plain(refusal), "answer": ""}
         return update
 
     async def fan_out(
@@ -163,13 +168,14 @@ class Nodes:
             if self.cache_keys
             else ""
         )
-        asked = conversation(state["messages"])
+        asked = without_instructions(conversation(state["messages"]))
         return [
             Send(
                 "analyze",
                 PanelTask(
                     slug=slug,
                     messages=asked,
+                    instructions=state.get("instructions"),
                     depth=state.get("depth", 0),
                     fusion_id=state.get("fusion_id", ""),
                     settings=settings,
@@ -190,11 +196,14 @@ class Nodes:
         )
         tools = self.web_tools if ctx.web_tools and _takes_tools(model) and not on_server else ()
         messages = panel_messages(
-            task["messages"], tools=bool(tools or on_server), plain=plain_prompts(model)
+            task["messages"],
+            task["instructions"],
+            tools=bool(tools or on_server),
+            plain=plain_prompts(model),
         )
         started = time.monotonic()
         config = child_config(
-            task["depth"], task["fusion_id"], "panel", slug, nostream=not PANEL_TOKENS.get()
+            task["depth"], task["fusion_id"], "panel", slug, nostream=not ctx.stream_panel_tokens
         )
         try:
             with active(task["depth"]):
@@ -224,7 +233,10 @@ class Nodes:
         tokens, cost = (usage.output_tokens, usage.cost) if usage else (None, None)
         event = {"event": "panel_finished", "model": slug, "seconds": response.latency_s}
         writer(event | {"tokens": tokens, "cost": cost})
-        return {"responses": [response], "citations": credited(outcome.citations, slug)}
+        return {
+            "responses": [plain(response)],
+            "citations": plains(credited(outcome.citations, slug)),
+        }
 
     def record_panel_failure(self, task: PanelTask, error: NodeError) -> Command[str]:
         """A panel branch failed: record why and go on to the tally."""
@@ -242,17 +254,17 @@ class Nodes:
         failure = FailedModel(
             model=task["slug"], error=message, failure_reason=reason, status_code=status
         )
-        return Command(update={"failed_models": [failure]}, goto="tally")
+        return Command(update={"failed_models": [plain(failure)]}, goto="tally")
 
     async def tally(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Count the surviving answers; with fewer than ``min_responses``, end with an error."""
         ctx = _context(runtime)
-        responses = in_panel_order(state.get("responses") or [], ctx.panel)
+        responses = in_panel_order(all_loaded(PanelResponse, state.get("responses")), ctx.panel)
         if len(responses) >= ctx.min_responses:
             return {}
-        failed = in_panel_order(state.get("failed_models") or [], ctx.panel)
+        failed = in_panel_order(all_loaded(FailedModel, state.get("failed_models")), ctx.panel)
         if not responses:
-            return {"result": nothing_usable(failed), "answer": ""}
+            return {"result": plain(nothing_usable(failed)), "answer": ""}
         result = FusionResult.failure(
             f"Only {len(responses)} of {len(ctx.panel)} panel models answered, fewer than "
             f"min_responses={ctx.min_responses}, so there is no comparison to trust. The "
@@ -261,7 +273,7 @@ class Nodes:
             failed_models=failed,
             responses=responses,
         )
-        return {"result": result, "answer": ""}
+        return {"result": plain(result), "answer": ""}
 
     async def after_panel(self, state: FusionState) -> str:
         """Judge the answers, or end a run that has nothing to judge."""
@@ -272,7 +284,8 @@ class Nodes:
         ctx = _context(runtime)
         writer = get_stream_writer()
         writer({"event": "judge_started", "model": ctx.judge})
-        panel = Panel.shuffled(state.get("responses") or [], state.get("fusion_id", ""))
+        responses = all_loaded(PanelResponse, state.get("responses"))
+        panel = Panel.shuffled(responses, state.get("fusion_id", ""))
         depth = state.get("depth", 0)
         model = self.model(ctx, ctx.judge, "judge", depth)
         config = child_config(depth, state.get("fusion_id", ""), "judge", ctx.judge, nostream=True)
@@ -285,9 +298,9 @@ class Nodes:
                 judged = await judge_panel(
                     model,
                     panel,
-                    question(state["messages"]) or "",
+                    state.get("question") or "",
                     config,
-                    instructions=instructions(state["messages"]),
+                    instructions=state.get("instructions"),
                     research=ctx.judge_web_tools and bool(tools or on_server),
                     tools=tools,
                     server_tools=on_server,
@@ -301,12 +314,13 @@ class Nodes:
                 "failure_reason": judged.failure,
             }
         )
+        usage = Usage.with_cost(judged.usage, call.cost)
         return {
-            "analysis": judged.analysis,
-            "analysis_meta": judged.meta,
+            "analysis": plain(judged.analysis) if judged.analysis else None,
+            "analysis_meta": plain(judged.meta),
             "judge_failure": judged.failure,
-            "judge_usage": Usage.with_cost(judged.usage, call.cost),
-            "citations": credited(judged.citations, ctx.judge),
+            "judge_usage": plain(usage) if usage else None,
+            "citations": plains(credited(judged.citations, ctx.judge)),
         }
 
     def record_judge_failure(
@@ -322,11 +336,11 @@ class Nodes:
                 "error": message,
             }
         )
-        panel = Panel.shuffled(state.get("responses") or [], "")
+        panel = Panel.shuffled(all_loaded(PanelResponse, state.get("responses")), "")
         return Command(
             update={
                 "analysis": None,
-                "analysis_meta": panel.meta(),
+                "analysis_meta": plain(panel.meta()),
                 "judge_failure": "judge_upstream_error",
             },
             goto=_after_judge(_context(runtime)),
@@ -346,10 +360,12 @@ class Nodes:
         synthesizer = self.model(ctx, ctx.synthesizer, "synthesis", depth)
         model = bind_options(synthesizer, state.get("synthesis_binding"))
         messages = synthesis_messages(
-            state["messages"],
-            state.get("analysis"),
-            state.get("responses") or [],
-            merged(state.get("citations") or []),
+            state.get("question") or "",
+            state.get("instructions"),
+            history(state["messages"]),
+            loaded(Analysis, state.get("analysis")),
+            all_loaded(PanelResponse, state.get("responses")),
+            merged(all_loaded(Citation, state.get("citations"))),
             plain=plain_prompts(synthesizer),
         )
         messages += since_question(state["messages"])
@@ -363,11 +379,12 @@ class Nodes:
         tool_calls = getattr(reply, "tool_calls", None) or []
         if not answer.strip() and not tool_calls:
             raise EmptyCompletionError("the synthesis model returned an empty answer")
+        usage = Usage.with_cost(
+            Usage.from_metadata(getattr(reply, "usage_metadata", None)), call.cost
+        )
         update: dict[str, Any] = {
             "answer": answer,
-            "synthesis_usage": Usage.with_cost(
-                Usage.from_metadata(getattr(reply, "usage_metadata", None)), call.cost
-            ),
+            "synthesis_usage": plain(usage) if usage else None,
         }
         # Under the streamed reply's own id: the "messages" stream has carried it
         # token by token already and must not repeat it whole.
@@ -383,7 +400,7 @@ class Nodes:
     async def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
         """Assemble the SPEC result of a run that reached the judge."""
         result = run_result(state, _context(runtime).panel, _context(runtime).judge)
-        return {"result": result, "answer": state.get("answer") or ""}
+        return {"result": plain(result), "answer": state.get("answer") or ""}
 
 
 def _after_judge(ctx: FusionContext) -> str:
@@ -391,7 +408,7 @@ def _after_judge(ctx: FusionContext) -> str:
 
 
 def _takes_tools(model: BaseChatModel) -> bool:
-    return (model.metadata or {}).get(TOOLS_KEY, True) is not False
+    return ModelTraits.of(model).takes_tools
 
 
 def _context(runtime: Runtime[FusionContext]) -> FusionContext:

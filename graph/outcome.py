@@ -7,6 +7,9 @@ from typing import TypeVar
 
 from langfusion.graph.citations import merged
 from langfusion.graph.schema import (
+    Analysis,
+    AnalysisMeta,
+    Citation,
     FailedModel,
     FusionResult,
     PanelResponse,
@@ -15,18 +18,18 @@ from langfusion.graph.schema import (
     Step,
     Usage,
 )
-from langfusion.graph.state import FusionState
+from langfusion.graph.state import FusionState, all_loaded, loaded
 
 T = TypeVar("T", PanelResponse, FailedModel)
 
 
 def run_result(state: FusionState, panel: Sequence[str], judge: str) -> FusionResult:
     """The ``ok`` result of a run that reached the judge, from its state."""
-    responses = in_panel_order(state.get("responses") or [], panel)
+    responses = in_panel_order(all_loaded(PanelResponse, state.get("responses")), panel)
     # A reused analysis was paid for by the run that made it.
     panel_usage = Usage() if state.get("reusing") else Usage.total(r.usage for r in responses)
-    judge_usage = state.get("judge_usage")
-    synthesis_usage = state.get("synthesis_usage")
+    judge_usage = loaded(Usage, state.get("judge_usage"))
+    synthesis_usage = loaded(Usage, state.get("synthesis_usage"))
     failure_reason: RunFailureReason | None = state.get("judge_failure")
     error = None
     synthesis_failure = state.get("synthesis_failure")
@@ -39,14 +42,14 @@ def run_result(state: FusionState, panel: Sequence[str], judge: str) -> FusionRe
     return FusionResult(
         status="ok",
         error=error,
-        analysis=state.get("analysis"),
+        analysis=loaded(Analysis, state.get("analysis")),
         responses=responses,
-        failed_models=in_panel_order(state.get("failed_models") or [], panel),
+        failed_models=in_panel_order(all_loaded(FailedModel, state.get("failed_models")), panel),
         failure_reason=failure_reason,
         judge_model=judge,
         judge_usage=judge_usage,
-        analysis_meta=state.get("analysis_meta"),
-        citations=merged(state.get("citations") or []),
+        analysis_meta=loaded(AnalysisMeta, state.get("analysis_meta")),
+        citations=merged(all_loaded(Citation, state.get("citations"))),
         usage=RunUsage(
             panel=panel_usage,
             judge=judge_usage or Usage(),

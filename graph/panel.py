@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage
 
-from langfusion.graph.conversation import instructions, without_instructions
 from langfusion.graph.errors import RefusedError
+from langfusion.graph.models import ModelTraits
 from langfusion.graph.prompts import (
     PANEL_INSTRUCTIONS,
     PANEL_SYSTEM,
     PANEL_TOOLS_NOTE,
-    PLAIN_PROMPTS_KEY,
 )
 
 _MAX_REFUSAL_CHARS = 200
@@ -21,28 +20,28 @@ _MAX_REFUSAL_CHARS = 200
 
 def plain_prompts(model: BaseChatModel) -> bool:
     """Whether ``model`` is a small base model that gets plain text instead of tagged prompts."""
-    return bool((model.metadata or {}).get(PLAIN_PROMPTS_KEY))
+    return ModelTraits.of(model).plain_prompts
 
 
 def panel_messages(
-    messages: Sequence[AnyMessage], *, tools: bool, plain: bool = False
+    messages: Sequence[AnyMessage], asked: str | None, *, tools: bool, plain: bool = False
 ) -> list[BaseMessage]:
     """What a panel model is sent: one system prompt, with the asker's instructions, then the turns.
 
     Args:
-        messages: The conversation up to the question, system messages included.
+        messages: The conversation up to the question, without its system messages.
+        asked: The asker's instructions (its system messages), if any.
         tools: Whether the call may use web tools (their results are untrusted).
         plain: For a small base model: no panel prompt of ours (it would
             continue it into its answer), only the asker's own instructions.
     """
-    asked = instructions(messages)
     parts = [] if plain else [PANEL_SYSTEM]
     if tools and not plain:
         parts.append(PANEL_TOOLS_NOTE)
     if asked:
         parts.append(asked if plain else PANEL_INSTRUCTIONS.format(instructions=asked))
     system = [SystemMessage("\n\n".join(parts))] if parts else []
-    return [*system, *without_instructions(messages)]
+    return [*system, *messages]
 
 
 def check_not_refused(message: BaseMessage) -> None:

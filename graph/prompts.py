@@ -119,11 +119,9 @@ SYNTHESIS_CITATIONS = """\
 
 """
 
-# Small base models (the embedded one) continue whatever text they are given:
-# tags and instructions come back in their answers. A model whose metadata sets
-# this key gets no prompt of ours on the panel, and plain notes for the synthesis.
-PLAIN_PROMPTS_KEY = "langfusion_plain_prompts"
-
+# Small base models (the embedded one, ModelTraits.plain_prompts) continue
+# whatever text they are given: tags and instructions come back in their
+# answers. They get no prompt of ours on the panel, and plain notes for the synthesis.
 # One paragraph, neither a list nor "Expert 1 said: ...": a base model
 # continues a pattern it is shown, into its answer.
 PLAIN_SYNTHESIS_NOTES = "Background: {notes}"

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from langfusion.graph.context import FusionContext
-from langfusion.graph.conversation import question
-from langfusion.graph.depth import Role
 from langfusion.graph.errors import MissingAPIKeyError, ModelUnavailableError, classify
+from langfusion.graph.models import ModelFactory, ReadiesModels
 from langfusion.graph.schema import FusionResult
-from langfusion.graph.state import FusionState
-
-if TYPE_CHECKING:
-    from langfusion.graph.nodes import Nodes
 
 
 async def refusal_of(
-    nodes: Nodes, ctx: FusionContext, state: FusionState, depth: int
+    factory: ModelFactory, ctx: FusionContext, question: str | None, depth: int
 ) -> FusionResult | None:
     """The error result that refuses this run, or ``None`` when it may go on.
 
-    Every model of the run is built (and its provider readied) here, so a
+    A factory that readies its models (the registry: a key check, or the
+    embedded server's start) does so here for every model of the run, so a
     missing key or an embedded server that cannot start ends the run first.
     """
     if depth >= 1:
@@ -30,30 +25,23 @@ async def refusal_of(
             "refused. Answer without it.",
             "recursion_blocked",
         )
-    if question(state["messages"]) is None:
+    if question is None:
         return FusionResult.failure(
             "There is no question to deliberate on: the last human message is missing or "
             "empty. Pass the question as a non-empty human message.",
             "invalid_request",
         )
-    roles: list[tuple[str, Role]] = [(slug, "panel") for slug in ctx.panel]
-    roles.append((ctx.judge, "judge"))
-    if ctx.synthesize:
-        roles.append((ctx.synthesizer, "synthesis"))
+    if not isinstance(factory, ReadiesModels):
+        return None
+    slugs = list(dict.fromkeys([*ctx.panel, ctx.judge, *([ctx.synthesizer] * ctx.synthesize)]))
     try:
-        ensure = getattr(nodes.factory, "ensure_available", None)
-        if callable(ensure):
-            slugs = list(dict.fromkeys(slug for slug, _ in roles))
-            may_block = getattr(nodes.factory, "may_block", None)
-            if callable(may_block) and not any(may_block(slug) for slug in slugs):
-                for slug in slugs:
-                    ensure(slug)
-            else:
-                # Readying a provider may block (the embedded server starts, and
-                # hashes its model file): not on the event loop.
-                await asyncio.to_thread(lambda: [ensure(slug) for slug in slugs])
-        for slug, role in roles:
-            nodes.model(ctx, slug, role, depth)
+        if any(factory.may_block(slug) for slug in slugs):
+            # Readying a provider may block (the embedded server starts, and
+            # hashes its model file): not on the event loop.
+            await asyncio.to_thread(lambda: [factory.ensure_available(slug) for slug in slugs])
+        else:
+            for slug in slugs:
+                factory.ensure_available(slug)
     except MissingAPIKeyError as exc:
         return FusionResult.failure(str(exc), "missing_api_key")
     except ModelUnavailableError as exc:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from langfusion.graph.schema import Analysis, FusionResult, RunUsage, Step
+from langfusion.graph.schema import Analysis, FusionResult, RunUsage, Step
 
 __all__ = ["result_markdown"]
 

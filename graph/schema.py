@@ -346,12 +346,6 @@ class FusionResult(BaseModel):
         """The result as the SPEC's JSON text."""
         return json.dumps(self.model_dump(mode="json"), ensure_ascii=False)
 
-    def to_markdown(self) -> str:
-        """The analysis and the panel as Markdown tables (for notebooks and reports)."""
-        from langfusion.graph.render import result_markdown
-
-        return result_markdown(self)
-
     @classmethod
     def failure(
         cls,

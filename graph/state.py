@@ -1,29 +1,53 @@
-"""Graph state, its reducers, and the narrow input and output schemas."""
+"""Graph state, its reducers, and the narrow input and output schemas.
+
+State holds LangChain messages and plain JSON data only: the panel answers,
+the analysis and the result are stored as their ``model_dump(mode="json")``
+and read back with :func:`loaded`. A checkpoint then holds nothing that a
+serializer must be allowed to import (LangGraph's strict msgpack mode, on
+every saver and on the LangGraph server), and the graph's output is the
+SPEC's result JSON, the same in-process and over the LangGraph server.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, TypeVar
 
 from langchain_core.messages import AnyMessage, MessageLikeRepresentation, convert_to_messages
 from langgraph.graph.message import Messages, add_messages
-from pydantic import ConfigDict, PositiveInt, with_config
+from pydantic import BaseModel, ConfigDict, PositiveInt, with_config
 
 # pydantic (LangGraph's schema export) rejects typing.TypedDict before Python 3.12.
 from typing_extensions import NotRequired, TypedDict  # noqa: UP035
 
-from langfusion.graph.schema import (
-    Analysis,
-    AnalysisMeta,
-    Citation,
-    FailedModel,
-    FusionResult,
-    JudgeFailure,
-    PanelResponse,
-    RunUsage,
-    Usage,
-)
+from langfusion.graph.schema import JudgeFailure
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+# A langfusion model as state holds it: its JSON data.
+Plain = dict[str, Any]
+
+
+def plain(model: BaseModel) -> Plain:
+    """``model`` as state holds it."""
+    return model.model_dump(mode="json")
+
+
+def plains(models: Iterable[BaseModel]) -> list[Plain]:
+    """Each of ``models`` as state holds it."""
+    return [plain(model) for model in models]
+
+
+def loaded(kind: type[M], data: object) -> M | None:
+    """The ``kind`` model that state holds as ``data`` (``None`` stays ``None``)."""
+    if data is None or isinstance(data, kind):
+        return data
+    return kind.model_validate(data)
+
+
+def all_loaded(kind: type[M], items: Iterable[object] | None) -> list[M]:
+    """The ``kind`` models that state holds as ``items``."""
+    return [kind.model_validate(item) for item in items or []]
 
 
 def extend_or_reset(left: list[T] | None, right: list[T] | None) -> list[T]:
@@ -110,14 +134,17 @@ class FusionInput(TypedDict):
 
     messages: Annotated[list[AnyMessage], add_conversation]
     depth: NotRequired[int]
-    reuse: NotRequired[FusionResult | None]
+    reuse: NotRequired[Plain | None]
     synthesis_options: NotRequired[SynthesisOptions | None]
 
 
 class FusionOutput(TypedDict):
-    """What a caller gets back: the SPEC result and the synthesised answer."""
+    """What a caller gets back: the SPEC result JSON and the synthesised answer.
 
-    result: FusionResult
+    ``FusionResult.model_validate(out["result"])`` reads the result as a model.
+    """
+
+    result: Plain
     answer: str
 
 
@@ -126,25 +153,30 @@ class FusionState(TypedDict):
 
     messages: Annotated[list[AnyMessage], add_conversation]
     depth: NotRequired[int]
-    reuse: NotRequired[FusionResult | None]
+    reuse: NotRequired[Plain | None]
     synthesis_options: NotRequired[SynthesisOptions | None]
     # This run's copies of the two inputs above, which prepare clears so that a
     # later run on the same thread does not inherit them.
     reusing: NotRequired[bool]
     synthesis_binding: NotRequired[SynthesisOptions | None]
     fusion_id: NotRequired[str]
-    responses: NotRequired[Annotated[list[PanelResponse], extend_or_reset]]
-    failed_models: NotRequired[Annotated[list[FailedModel], extend_or_reset]]
-    analysis: NotRequired[Analysis | None]
-    analysis_meta: NotRequired[AnalysisMeta | None]
-    citations: NotRequired[Annotated[list[Citation], extend_or_reset]]
+    # Read from the conversation once, by prepare: the last human message's
+    # text, and the asker's system messages (None when there are none).
+    question: NotRequired[str | None]
+    instructions: NotRequired[str | None]
+    # PanelResponse, FailedModel, Analysis, AnalysisMeta, Citation, Usage and
+    # FusionResult data (see plain / loaded).
+    responses: NotRequired[Annotated[list[Plain], extend_or_reset]]
+    failed_models: NotRequired[Annotated[list[Plain], extend_or_reset]]
+    analysis: NotRequired[Plain | None]
+    analysis_meta: NotRequired[Plain | None]
+    citations: NotRequired[Annotated[list[Plain], extend_or_reset]]
     judge_failure: NotRequired[JudgeFailure | None]
-    judge_usage: NotRequired[Usage | None]
-    synthesis_usage: NotRequired[Usage | None]
+    judge_usage: NotRequired[Plain | None]
+    synthesis_usage: NotRequired[Plain | None]
     synthesis_failure: NotRequired[str | None]
-    result: NotRequired[FusionResult | None]
+    result: NotRequired[Plain | None]
     answer: NotRequired[str]
-    usage: NotRequired[RunUsage]
 
 
 class PanelTask(TypedDict):
@@ -152,6 +184,7 @@ class PanelTask(TypedDict):
 
     slug: str
     messages: list[AnyMessage]
+    instructions: str | None
     depth: int
     fusion_id: str
     settings: str

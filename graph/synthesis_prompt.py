@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage, SystemMessage
 
-from langfusion.graph.conversation import history, instructions, question
 from langfusion.graph.judge import fence, fit
 from langfusion.graph.prompts import (
     ASKER_INSTRUCTIONS,
@@ -25,7 +24,9 @@ _PLAIN_NOTE_CHARS = 400
 
 
 def synthesis_messages(
-    messages: Sequence[AnyMessage],
+    asked: str,
+    told: str | None,
+    history: Sequence[AnyMessage],
     analysis: Analysis | None,
     responses: Sequence[PanelResponse],
     citations: Sequence[Citation] = (),
@@ -38,21 +39,21 @@ def synthesis_messages(
     never as the synthesis's own system prompt.
 
     Args:
-        messages: The conversation the run was given.
+        asked: The question.
+        told: The asker's instructions (its system messages), if any.
+        history: The earlier turns, without system messages.
         analysis: The judge's analysis, in slugs (``None`` when the judge failed).
         responses: The panel answers.
         citations: The pages the panel and judge used, deduplicated.
         plain: For a small base model: plain notes, no tags or instructions of
             ours for it to continue into its answer.
     """
-    asked = question(messages) or ""
-    told = instructions(messages)
     if plain:
         notes = " ".join(" ".join(r.content.split())[:_PLAIN_NOTE_CHARS] for r in responses)
         system = PLAIN_SYNTHESIS_NOTES.format(notes=notes)
         if told:
             system += " " + PLAIN_ASKER_INSTRUCTIONS.format(instructions=" ".join(told.split()))
-        return [SystemMessage(system), *history(messages), HumanMessage(asked)]
+        return [SystemMessage(system), *history, HumanMessage(asked)]
     prompt = SYNTHESIS_USER.format(
         question=fence(asked),
         analysis=fence(analysis.model_dump_json(indent=1)) if analysis else NO_ANALYSIS,
@@ -68,4 +69,4 @@ def synthesis_messages(
         prompt = SYNTHESIS_CITATIONS.format(citations=listed) + prompt
     if told:
         prompt = ASKER_INSTRUCTIONS.format(instructions=fence(told)) + prompt
-    return [SystemMessage(SYNTHESIS_SYSTEM), *history(messages), HumanMessage(prompt)]
+    return [SystemMessage(SYNTHESIS_SYSTEM), *history, HumanMessage(prompt)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -13,6 +13,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import Field
+
+from langfusion.graph.schema import FusionResult
 
 Reply = str | AIMessage | BaseException
 
@@ -96,9 +98,16 @@ class FakeFactory:
 
     def __call__(self, slug: str, /, **settings: Any) -> BaseChatModel:
         self.settings.append((slug, settings))
+        self.ensure_available(slug)
+        return self.models[slug]
+
+    def ensure_available(self, slug: str) -> None:
+        """Refuse a slug it has no model for, as the registry refuses one it cannot serve."""
         if slug not in self.models:
             raise ValueError(f"unknown model {slug!r}")
-        return self.models[slug]
+
+    def may_block(self, slug: str) -> bool:
+        return False
 
 
 def verdict(**overrides: Any) -> str:
@@ -141,3 +150,8 @@ def api_error(
         429: openai.RateLimitError,
     }.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
     return cls(message, response=response, body=body)
+
+
+def result_of(out: Mapping[str, Any]) -> FusionResult:
+    """The result a fusion graph's output holds (as JSON data), read as a model."""
+    return FusionResult.model_validate(out["result"])

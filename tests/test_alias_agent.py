@@ -19,8 +19,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
 from langfusion.tools import FusionChatModel
-from langfusion.tools._alias_run import Analyses
-from tests.fakes import verdict
+from langfusion.tools.alias.run import Analyses
+from tests.fakes import result_of, verdict
 from tests.openai_server import OpenAIServer, Reply
 from tests.test_alias_paths import Runs
 
@@ -203,7 +203,7 @@ async def test_the_graph_reuses_an_earlier_result_and_binds_a_callers_tools_to_t
             ToolMessage("Lisbon: 24 degrees, dry", tool_call_id="c1"),
         ],
         # As a LangGraph server receives it: the earlier result as JSON.
-        "reuse": json.loads(first["result"].to_json()),
+        "reuse": json.loads(result_of(first).to_json()),
         "synthesis_options": {"tools": [weather], "tool_choice": "auto"},
     }
     events = [
@@ -264,6 +264,6 @@ async def test_an_error_result_cannot_be_reused(server: OpenAIServer) -> None:
         },
         context=context,
     )
-    assert out["result"].failure_reason == "invalid_request"
-    assert "reuse" in (out["result"].error or "")
+    assert result_of(out).failure_reason == "invalid_request"
+    assert "reuse" in (result_of(out).error or "")
     assert server.requests == []

@@ -27,8 +27,7 @@ from langgraph.cache.memory import InMemoryCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
-from langfusion.graph.checkpoints import plain, plain_checkpoints, revived
-from tests.fakes import verdict
+from tests.fakes import result_of, verdict
 from tests.openai_server import OpenAIServer, Reply
 
 CHILD = Path(__file__).with_name("durable_child.py")
@@ -38,6 +37,10 @@ SLOW_ANSWER = "An ARM, if you will move within seven years."
 ANSWER = "Fixed, unless you are sure to move soon."
 API_KEY = "sk-or-test-durable-0123456789"
 DEADLINE_S = 30.0
+CITATION = {
+    "type": "url_citation",
+    "url_citation": {"url": "https://example.org/rates", "title": "Rates", "start_index": 0},
+}
 
 
 def _postgres_bin() -> Path | None:
@@ -127,22 +130,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @asynccontextmanager
 async def open_saver(store: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    """The store, read the way the fusion graph writes it (models as plain data)."""
+    """The store, read with the saver's own serializer."""
     if store.startswith("sqlite:"):
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         async with AsyncSqliteSaver.from_conn_string(store.removeprefix("sqlite:")) as saver:
-            yield plain_checkpoints(saver)
+            yield saver
     else:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
         async with AsyncPostgresSaver.from_conn_string(store) as saver:
-            yield plain_checkpoints(saver)
+            yield saver
 
 
-def child(
-    server: OpenAIServer, store: str, thread_id: str, *args: str, strict: bool = False
-) -> subprocess.Popen[str]:
+def child_env(server: OpenAIServer, *, strict: bool) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -152,9 +153,15 @@ def child(
     }
     if strict:  # checkpoints may hold only types the graph declares (LangGraph's future default)
         env["LANGGRAPH_STRICT_MSGPACK"] = "true"
+    return env
+
+
+def child(
+    server: OpenAIServer, store: str, thread_id: str, *args: str, strict: bool = False
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(CHILD), store, thread_id, *args],
-        env=env,
+        env=child_env(server, strict=strict),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -171,7 +178,7 @@ async def checkpointed_panel_answers(store: str, thread_id: str) -> list[str]:
     if saved is None:
         return []
     return [
-        response.model
+        response["model"]
         for _, channel, value in saved.pending_writes or []
         if channel == "responses"
         for response in value or []  # None: a new run clearing the thread's last answers
@@ -200,8 +207,11 @@ async def test_a_killed_run_resumes_without_calling_finished_models_again(
     second = child(server, store, thread_id, "--resume", strict=strict)
     stdout, stderr = second.communicate(timeout=DEADLINE_S)
     assert second.returncode == 0, stderr
-    # The checkpoint held plain data: nothing for the serializer to warn about or block.
-    assert "Blocked deserialization" not in stderr and "unregistered type" not in stderr
+    # Nothing the run wrote was refused on reading; in strict mode, the allowlist LangGraph
+    # builds from the graph's schemas names every langfusion model, so none is even unknown.
+    assert "Blocked deserialization" not in stderr
+    if strict:
+        assert "unregistered type" not in stderr
     out = json.loads(stdout.strip().splitlines()[-1])
 
     assert out["answer"] == ANSWER
@@ -231,7 +241,7 @@ async def test_the_panel_cache_is_off_unless_asked_for(
     )
     for _ in range(2):
         out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context)
-        assert out["result"].responses[0].content == FAST_ANSWER
+        assert result_of(out).responses[0].content == FAST_ANSWER
     # Deliberation wants fresh answers by default; a cache reuses the identical panel call.
     assert len(server.requests_for("p/fast")) == (1 if cached else 2)
     assert len(server.requests_for("judge/model")) == 2
@@ -273,8 +283,8 @@ async def test_a_resumed_run_gets_a_fresh_deadline(
     await asyncio.sleep(timeout_s + 0.5)
 
     out = await graph.ainvoke(None, config, context=context)
-    assert out["result"].failed_models == []
-    assert [r.model for r in out["result"].responses] == ["p/fast", "p/slow"]
+    assert result_of(out).failed_models == []
+    assert [r.model for r in result_of(out).responses] == ["p/fast", "p/slow"]
     assert len(server.requests_for("p/slow")) == 2  # the cancelled call, then the resumed one
 
 
@@ -283,76 +293,31 @@ SAVER_ROUTES = ["compiled", "copy", "assigned"]
 
 
 @pytest.mark.parametrize("route", SAVER_ROUTES)
-async def test_checkpoints_hold_only_messages_and_plain_data(
-    server: OpenAIServer,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    route: str,
-) -> None:
-    from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+async def test_a_checkpoint_reads_back_every_result_model_in_strict_mode(route: str) -> None:
+    """LangGraph's strict msgpack mode reads back what a fusion checkpointed, in a fresh process.
 
-    monkeypatch.setenv("OPENROUTER_API_KEY", API_KEY)
-    saver = InMemorySaver()
-    registry = ModelRegistry(base_url=server.base_url)
-    if route == "compiled":
-        graph = build_fusion_graph(model_factory=registry, checkpointer=saver)
-    elif route == "copy":
-        graph = build_fusion_graph(model_factory=registry).copy(update={"checkpointer": saver})
-    else:
-        graph = build_fusion_graph(model_factory=registry)
-        graph.checkpointer = saver
-    config: Any = {"configurable": {"thread_id": "plain"}}
-    context = FusionContext(
-        analysis_models=["p/fast"], model="judge/model", synthesis_model="synth/model"
-    )
-    out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, config, context=context)
-    assert out["result"].status == "ok" and out["result"].analysis is not None
-
-    # Read back with a serializer that knows LangChain's messages and nothing else.
-    strict = JsonPlusSerializer(allowed_msgpack_modules=None)
-    stored = [blob for blob in saver.blobs.values() if blob[0] != "empty"]
-    stored += [write[2] for writes in saver.writes.values() for write in writes.values()]
-    with caplog.at_level("WARNING", logger="langgraph.checkpoint.serde.jsonplus"):
-        values = [strict.loads_typed(blob) for blob in stored]
-    assert "Blocked deserialization" not in caplog.text
-    assert any(isinstance(v, dict) and v.get("__langfusion__") == "FusionResult" for v in values)
-    # The graph itself reads its models back.
-    state = await graph.aget_state(config)
-    assert state.values["result"] == out["result"]
-    assert state.values["responses"] == out["result"].responses
-
-
-def test_plain_data_round_trips_every_result_model() -> None:
-    from langfusion.graph.schema import (
-        Analysis,
-        Contradiction,
-        FailedModel,
-        FusionResult,
-        PanelResponse,
-        Stance,
-        Usage,
-    )
-
-    analysis = Analysis(
-        consensus=["c"],
-        contradictions=[Contradiction(topic="t", stances=[Stance(model="p/1", stance="s")])],
-        partial_coverage=[],
-        unique_insights=[],
-        blind_spots=["b"],
-    )
-    result = FusionResult(
-        status="ok",
-        analysis=analysis,
-        responses=[PanelResponse(model="p/1", content="x", usage=Usage(input_tokens=3))],
-        failed_models=[
-            FailedModel(
-                model="p/2", error="HTTP 429", failure_reason="rate_limited", status_code=429
-            )
-        ],
-        failure_reason="synthesis_failed",
-        error="The synthesis failed: empty",
-    )
-    data = plain({"result": result, "list": [result.responses[0]], "n": 1})
-    assert json.loads(json.dumps(data)) == data  # only JSON types
-    assert revived(data) == {"result": result, "list": [result.responses[0]], "n": 1}
+    The run keeps an answer, a failed model, an analysis with every kind of
+    entry, citations and usage, so every langfusion model is in the checkpoint.
+    """
+    with OpenAIServer() as server:
+        server.script("p/fast", Reply(FAST_ANSWER, annotations=[CITATION]))
+        server.script("p/gone", Reply(status=404))
+        server.script("judge/model", verdict())
+        server.script("synth/model", ANSWER)
+        done = subprocess.run(
+            [sys.executable, str(CHILD), f"memory:{route}", "strict", "--check-state"],
+            env=child_env(server, strict=True),
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "Blocked deserialization" not in done.stderr
+    assert "unregistered type" not in done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["state_matches"] is True
+    result = out["result"]
+    assert [r["model"] for r in result["responses"]] == ["p/fast"]
+    assert [f["failure_reason"] for f in result["failed_models"]] == ["model_not_found"]
+    assert result["analysis"]["consensus"] and result["citations"]

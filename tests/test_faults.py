@@ -13,7 +13,7 @@ from langchain_core.messages import HumanMessage
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
 from langfusion.graph.schema import FailureReason, PanelFailureReason, RunFailureReason
-from tests.fakes import verdict
+from tests.fakes import result_of, verdict
 from tests.openai_server import OpenAIServer, Reply
 
 SECRET = "sk-or-v1-FAULTSECRET0123456789abcdef"
@@ -149,7 +149,7 @@ async def test_each_fault_fails_the_panel_model_with_its_own_reason(
     server.script("ok/model", "a fine answer")
     server.script("bad/model", reply)
     out = await fuse(registry, ["ok/model", "bad/model"])
-    result = out["result"]
+    result = result_of(out)
     assert result.status == "ok" and [r.model for r in result.responses] == ["ok/model"]
     (failed,) = result.failed_models
     assert (failed.model, failed.failure_reason, failed.status_code) == (
@@ -172,7 +172,7 @@ async def test_a_rate_limit_outlasting_the_deadline_is_rate_limited_not_timeout(
     for name in ("p/1", "p/2"):
         server.script(name, Reply("slow down", status=429))
     out = await fuse(registry, ["p/1", "p/2"], timeout_s=0.7)
-    data = out["result"].model_dump(mode="json")
+    data = result_of(out).model_dump(mode="json")
     assert data["status"] == "error" and data["failure_reason"] == "rate_limited"
     for failed in data["failed_models"]:
         assert failed["failure_reason"] == "rate_limited" and failed["status_code"] == 429
@@ -189,7 +189,7 @@ async def test_an_upstream_error_outlasting_the_deadline_keeps_its_status(
     server.script("ok/model", "fine")
     server.script("down/model", Reply("unavailable", status=503))
     out = await fuse(registry, ["ok/model", "down/model"], timeout_s=0.7)
-    (failed,) = out["result"].failed_models
+    (failed,) = result_of(out).failed_models
     assert (failed.failure_reason, failed.status_code) == ("upstream_error", 503)
 
 
@@ -203,7 +203,7 @@ async def test_an_attempt_cut_in_flight_after_a_rate_limit_is_a_timeout(
         Reply(hang=True),
     )
     out = await fuse(registry, ["ok/model", "flaky/model"], timeout_s=0.8)
-    (failed,) = out["result"].failed_models
+    (failed,) = result_of(out).failed_models
     assert failed.failure_reason == "timeout" and failed.status_code is None
     first, second = server.requests_for("flaky/model")
     assert first.finished and not second.finished  # the second attempt was in flight
@@ -215,7 +215,7 @@ async def test_a_retry_after_beyond_the_deadline_fails_at_once_without_retrying(
     server.script("ok/model", "fine")
     server.script("busy/model", Reply("slow down", status=429, headers={"Retry-After": "120"}))
     out = await fuse(registry, ["ok/model", "busy/model"], timeout_s=30)
-    (failed,) = out["result"].failed_models
+    (failed,) = result_of(out).failed_models
     assert (failed.failure_reason, failed.status_code) == ("rate_limited", 429)
     (only,) = server.requests_for("busy/model")
     # The run went on to the judge as soon as the one attempt was answered.
@@ -240,9 +240,9 @@ async def test_no_echoed_key_reaches_results_or_callbacks(
     errors = ErrorLog()
     out = await fuse(registry, ["ok/model", "echo/model"], {"callbacks": [errors]})
     assert server.requests_for("echo/model")[0].headers["authorization"] == f"Bearer {SECRET}"
-    assert out["result"].failed_models[0].model == "echo/model"
+    assert result_of(out).failed_models[0].model == "echo/model"
     assert errors.errors, "the failed call was not reported to the callbacks"
-    seen = out["result"].to_json() + out["answer"] + errors.text()
+    seen = result_of(out).to_json() + out["answer"] + errors.text()
     assert SECRET not in seen and SECRET[:16] not in seen
 
 
@@ -252,7 +252,7 @@ async def test_an_empty_synthesis_is_synthesis_failed_and_keeps_what_was_paid_fo
     server.script("p/1", "panel answer")
     server.script("synth/model", "")
     out = await fuse(registry, ["p/1"])
-    result = out["result"]
+    result = result_of(out)
     assert result.status == "ok" and result.failure_reason == "synthesis_failed"
     assert result.analysis is not None and result.responses[0].content == "panel answer"
     assert "empty" in (result.error or "")
@@ -266,7 +266,7 @@ async def test_a_failed_synthesis_says_so_even_when_the_judge_failed_too(
     server.script("judge/model", Reply("judge down", status=400))
     server.script("synth/model", Reply("synthesis down", status=400))
     out = await fuse(registry, ["p/1"])
-    result = out["result"]
+    result = result_of(out)
     assert result.failure_reason == "synthesis_failed" and result.analysis is None
     assert "judge_upstream_error" in (result.error or "")
     assert result.responses[0].content == "panel answer"
@@ -308,7 +308,7 @@ async def test_a_synthesis_stream_cut_midway_is_retried_under_a_new_message_id(
     first = "".join(text for message_id, text in tokens if message_id == ids[0])
     second = "".join(text for message_id, text in tokens if message_id == ids[1])
     assert first == "Half an" and second == ANSWER
-    assert final["answer"] == ANSWER and final["result"].failure_reason is None
+    assert final["answer"] == ANSWER and result_of(final).failure_reason is None
     assert len(server.requests_for("synth/model")) == 2
     assert SECRET not in errors.text()
 
@@ -320,7 +320,7 @@ async def test_a_synthesis_stream_that_keeps_failing_is_synthesis_failed(
     server.script("synth/model", Reply(f"Broken off, key {SECRET}", fault="sse_error"))
     errors = ErrorLog()
     tokens, final = await stream_run(registry, ["p/1"], {"callbacks": [errors]})
-    result = final["result"]
+    result = result_of(final)
     assert result.failure_reason == "synthesis_failed" and final["answer"] == ""
     assert result.analysis is not None and result.responses[0].content == "panel answer"
     assert errors.errors and SECRET not in errors.text() + result.to_json()
@@ -340,8 +340,8 @@ async def test_a_second_question_on_a_thread_gets_its_own_run(
     second = await graph.ainvoke(
         {"messages": [HumanMessage("two?")]}, config, context=context(["p/1"])
     )
-    assert first["result"].responses[0].content == "first answer"
-    assert second["result"].responses[0].content == "second answer"
+    assert result_of(first).responses[0].content == "first answer"
+    assert result_of(second).responses[0].content == "second answer"
     assert second["answer"] == ANSWER
 
 
@@ -396,7 +396,7 @@ async def test_a_synthesis_cut_by_a_raw_transport_error_is_retried_by_the_graph(
     out = await graph.ainvoke(
         {"messages": [HumanMessage(QUESTION)]}, context=context(["p/1", "p/2"])
     )
-    assert out["answer"] == ANSWER and out["result"].failure_reason is None
+    assert out["answer"] == ANSWER and result_of(out).failure_reason is None
     assert len(synth.calls) == 2  # the cut attempt, then the retry
-    (failed,) = out["result"].failed_models
+    (failed,) = result_of(out).failed_models
     assert (failed.model, failed.failure_reason) == ("p/2", "connection_error")

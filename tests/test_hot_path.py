@@ -1,5 +1,5 @@
-"""What a run does not redo: the judge's structured output, thread hops to ready its models
-and to build each reply.
+"""What a run does not redo or get wrong on its hot path: the judge's labels, readying its
+models, and each structured-output method.
 
 Over the real wire path (the loopback OpenAI-compatible server), through the
 graph, the tool and the model alias.
@@ -7,10 +7,8 @@ graph, the tool and the model alias.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
@@ -18,10 +16,10 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
-from langfusion.graph.models import STRUCTURED_METHOD_KEY
-from langfusion.graph.openrouter import CitingChatOpenAI
+from langfusion.graph.models import ModelTraits, StructuredMethod
+from langfusion.graph.models.openrouter import CitingChatOpenAI
 from langfusion.tools import FusionChatModel, FusionTool
-from tests.fakes import verdict
+from tests.fakes import result_of, verdict
 from tests.openai_server import OpenAIServer
 
 QUESTION = "Should a mid-size city build a tram or a bus rapid transit line?"
@@ -55,7 +53,7 @@ async def run(entry: str, registry: ModelRegistry, panel: list[str]) -> None:
     if entry == "graph":
         graph = build_fusion_graph(model_factory=registry, web_tools=[])
         out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context(panel))
-        assert out["result"].analysis is not None, out["result"]
+        assert result_of(out).analysis is not None, out["result"]
     elif entry == "tool":
         tool = FusionTool(
             analysis_models=panel, model="judge/model", model_factory=registry, web_tools=False
@@ -86,22 +84,13 @@ def judge_labels(server: OpenAIServer) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("entry", ["graph", "tool", "alias"])
-async def test_the_judges_structured_output_is_bound_once_per_label_set(
-    entry: str, server: OpenAIServer, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+async def test_each_run_offers_the_judge_exactly_its_own_labels(
+    entry: str, server: OpenAIServer, registry: ModelRegistry
 ) -> None:
-    bound: list[str] = []
-    original = ChatOpenAI.with_structured_output
-
-    def counting(self: ChatOpenAI, *args: Any, **kwargs: Any) -> Any:
-        bound.append(self.model_name)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ChatOpenAI, "with_structured_output", counting)
+    # Runs of three, three, two, three panelists: a reused judge binding must not
+    # carry one run's labels into another.
     for panel in (PANEL, PANEL, PANEL[:2], PANEL):
         await run(entry, registry, panel)
-    # Three panelists, then two: one binding each, reused by the later runs.
-    assert bound == ["judge/model", "judge/model"]
-    # Every run's judge was still offered exactly its own labels.
     abc, ab = ["Response A", "Response B", "Response C"], ["Response A", "Response B"]
     assert judge_labels(server) == [abc, abc, ab, abc]
 
@@ -129,8 +118,8 @@ async def test_a_missing_key_is_still_refused_before_any_call(
     monkeypatch.delenv("OPENROUTER_API_KEY")
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context(PANEL))
-    assert out["result"].failure_reason == "missing_api_key"
-    assert "OPENROUTER_API_KEY" in (out["result"].error or "")
+    assert result_of(out).failure_reason == "missing_api_key"
+    assert "OPENROUTER_API_KEY" in (result_of(out).error or "")
     assert not any(server.requests_for(slug) for slug in [*PANEL, "judge/model", "synth/model"])
 
 
@@ -143,32 +132,17 @@ def test_only_the_embedded_model_may_block_while_it_is_readied(registry: ModelRe
 
 @pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
 @pytest.mark.parametrize("entry", ["graph", "tool", "alias"])
-async def test_a_run_hands_no_call_to_a_worker_thread(
-    entry: str,
-    method: str,
-    server: OpenAIServer,
-    registry: ModelRegistry,
-    monkeypatch: pytest.MonkeyPatch,
+async def test_every_structured_output_method_reaches_an_analysis(
+    entry: str, method: StructuredMethod, server: OpenAIServer, registry: ModelRegistry
 ) -> None:
-    # ChatOpenAI builds each reply in a worker thread, and the judge's structured-output
-    # chain hands three more steps to one; each hop costs more than the work it moves.
     judge = CitingChatOpenAI(
         model="judge/model",
         base_url=server.base_url,
         api_key=SecretStr("sk-unused"),
-        metadata={STRUCTURED_METHOD_KEY: method},
+        metadata=ModelTraits(structured_method=method).as_metadata(),
     )
     registry.register("judge/model", judge)
-    await run(entry, registry, PANEL)  # the SDK reads the platform once per client, off the loop
-    hops: list[str] = []
-    original = asyncio.BaseEventLoop.run_in_executor
-
-    def recording(self: asyncio.AbstractEventLoop, executor: Any, func: Any, *args: Any) -> Any:
-        hops.append(repr(func))
-        return original(self, executor, func, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(asyncio.BaseEventLoop, "run_in_executor", recording)
-    await run(entry, registry, PANEL)
-    assert hops == []
+    await run(entry, registry, PANEL)  # each entry asserts the run ended with an analysis
     judged = server.requests_for("judge/model")[-1]
     assert ("tool_choice" in judged.body) == (method == "function_calling")
+    assert ("response_format" in judged.body) == (method != "function_calling")

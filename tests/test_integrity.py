@@ -19,7 +19,7 @@ from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph, j
 from langfusion.tools import FusionChatModel, FusionTool
 from langfusion.tools.cli import main
 from langfusion.tools.web import WebFetchTool
-from tests.fakes import verdict
+from tests.fakes import result_of, verdict
 from tests.openai_server import OpenAIServer, Recorded, Reply
 
 QUESTION = "Should a mid-size city build a tram or a bus rapid transit line?"
@@ -97,7 +97,7 @@ async def test_a_forged_answer_cannot_add_a_response_element(
     else:
         (out,) = await graph.abatch([graph_input], context=ctx)  # type: ignore[call-arg]
     assert_fenced(judge_prompt(server), survivors=3)
-    result = out["result"]
+    result = result_of(out)
     assert result.analysis_meta.responses_compared == 3
     # The synthesis sees the answers fenced too, one element per answer.
     (synthesis,) = server.requests_for("synth/model")
@@ -156,7 +156,7 @@ async def test_citations_of_non_panelists_are_dropped_and_listed(
     server.script("judge/model", INVENTED)
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context(PANEL[:2]))
-    result = out["result"]
+    result = result_of(out)
     panel = set(PANEL[:2])
     analysis = result.analysis
     cited = {s.model for c in analysis.contradictions for s in c.stances}
@@ -192,7 +192,7 @@ async def test_analysis_items_that_only_repeat_the_judge_prompt_are_removed(
     )
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context(PANEL[:2]))
-    analysis = out["result"].analysis
+    analysis = result_of(out).analysis
     assert analysis.blind_spots == ["upkeep"]
     # Too short to be an echo: a judge may well say that.
     assert analysis.consensus == ["claims that every answer supports"]
@@ -205,7 +205,7 @@ async def test_one_survivor_is_reported_as_a_degraded_analysis(
     server.script("p/3", Reply("bad parameter", status=400))
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context())
-    meta = out["result"].model_dump(mode="json")["analysis_meta"]
+    meta = result_of(out).model_dump(mode="json")["analysis_meta"]
     # The scripted verdict cites Response B too, which this run does not have.
     assert meta == {
         "responses_compared": 1,
@@ -228,7 +228,7 @@ async def test_fewer_answers_than_min_responses_is_an_error_that_keeps_them(
     out = await graph.ainvoke(
         {"messages": [HumanMessage(QUESTION)]}, context=context(min_responses=2)
     )
-    data = out["result"].model_dump(mode="json")
+    data = result_of(out).model_dump(mode="json")
     assert data["status"] == "error"
     assert data["failure_reason"] == "insufficient_responses"
     assert [r["model"] for r in data["responses"]] == ["p/1"]
@@ -265,7 +265,7 @@ async def test_near_json_from_the_judge_is_repaired(
     server.script("judge/model", REPAIRABLE[shape])
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context(PANEL[:2]))
-    result = out["result"]
+    result = result_of(out)
     assert result.failure_reason is None
     assert result.analysis.consensus == CLEAN["consensus"]
     assert result.analysis_meta.repaired is True
@@ -277,7 +277,7 @@ async def test_prose_with_no_json_is_still_not_valid_json(
     server.script("judge/model", "I think Response A is right and Response B is wrong.")
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context(PANEL[:2]))
-    result = out["result"]
+    result = result_of(out)
     assert result.failure_reason == "judge_not_valid_json" and result.analysis is None
     assert result.analysis_meta.repaired is False
     assert result.analysis_meta.responses_compared == 2
@@ -300,7 +300,7 @@ async def test_a_refusal_is_a_failed_model_refused(
     server.script("p/2", reply)
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context())
-    result = out["result"]
+    result = result_of(out)
     assert [f.model for f in result.failed_models] == ["p/2"]
     assert result.failed_models[0].failure_reason == "refused"
     assert [r.model for r in result.responses] == ["p/1", "p/3"]
@@ -369,7 +369,7 @@ async def test_pages_fetched_and_cited_are_listed_once_and_reach_the_synthesis(
     graph = build_fusion_graph(model_factory=registry, web_tools=[fetch])
     ctx = context(["p/1", "p/3"], web_tools=True)
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=ctx)
-    cited = [c.model_dump() for c in out["result"].citations]
+    cited = [c.model_dump() for c in result_of(out).citations]
     assert cited == [
         {"url": url, "title": "Grid report", "models": ["p/1", "p/3"]},
         {"url": ANNOTATED, "title": "BRT study", "models": ["p/3"]},
@@ -411,7 +411,7 @@ async def test_the_default_endpoint_gets_openrouters_server_tools_never_the_synt
     )
     (synthesis,) = server.requests_for("synth/model")
     assert "tools" not in synthesis.body
-    assert [c.url for c in out["result"].citations] == [ANNOTATED]
+    assert [c.url for c in result_of(out).citations] == [ANNOTATED]
 
 
 async def test_other_endpoints_get_the_client_side_web_tools(

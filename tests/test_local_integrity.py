@@ -15,6 +15,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from benchmarks.local_output import analysis_texts, cited_models, scaffolding
 from langfusion.graph import FusionContext, build_fusion_graph
 from langfusion.tools import FusionChatModel
+from tests.fakes import result_of
 
 pytestmark = [
     pytest.mark.local_model,
@@ -34,7 +35,7 @@ async def test_a_local_fusion_shows_no_scaffolding_and_cites_only_its_panel() ->
         {"messages": [HumanMessage("Should a small city build a tram or a bus line?")]},
         context=FusionContext(preset="local", web_tools=False),
     )
-    result = out["result"].model_dump(mode="json")
+    result = result_of(out).model_dump(mode="json")
     assert result["status"] == "ok"
     assert len(result["responses"]) == 3
     for response in result["responses"]:

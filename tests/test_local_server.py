@@ -26,7 +26,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
 from langfusion.graph.errors import ModelUnavailableError
-from langfusion.graph.local import LocalModelError, LocalModelServer, local_server
+from langfusion.graph.models.local import LocalModelError, LocalModelServer, local_server
 
 pytestmark = [
     pytest.mark.local_model,
@@ -182,7 +182,7 @@ def test_second_start_reuses_the_running_server(
     pid = server.pid
     spawned: list[list[str]] = []
     monkeypatch.setattr(
-        "langfusion.graph.local.server.spawn",
+        "langfusion.graph.models.local.server.spawn",
         lambda command, log: spawned.append(command) or pytest.fail("spawned a second server"),
     )
 
@@ -238,7 +238,7 @@ async def test_after_the_server_dies_the_next_run_restarts_it_and_its_models_fol
     from langfusion.graph import ModelRegistry
 
     server = make_server()
-    monkeypatch.setattr("langfusion.graph.local.server._singleton", server)
+    monkeypatch.setattr("langfusion.graph.models.local.server._singleton", server)
     registry = ModelRegistry()
     slug, settings = "local/gemma-3-270m#1", {"role": "panel", "max_tokens": 8}
     # What a run's prepare step does, off the event loop.
@@ -406,7 +406,7 @@ def test_corrupt_or_partial_model_is_rebuilt(cache_dir: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from langfusion.graph.local import LocalModelServer
+    from langfusion.graph.models.local import LocalModelServer
 
     server = LocalModelServer(cache_dir=sys.argv[1])
     url = server.ensure_started()

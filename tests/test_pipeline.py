@@ -15,8 +15,9 @@ from langfusion.graph import (
     ACTIVE_DEPTH,
     FusionContext,
     build_fusion_graph,
+    result_markdown,
 )
-from tests.fakes import FakeFactory, ScriptedModel, api_error, verdict
+from tests.fakes import FakeFactory, ScriptedModel, api_error, result_of, verdict
 
 QUESTION = "Where do economists disagree about a carbon tax?"
 
@@ -53,7 +54,7 @@ async def test_full_run_returns_spec_result_and_answer() -> None:
         }
     )
     out = await run(factory, ctx(["a/one", "b/two"]))
-    data = out["result"].model_dump(mode="json")
+    data = result_of(out).model_dump(mode="json")
     assert data["status"] == "ok"
     assert [r["model"] for r in data["responses"]] == ["a/one", "b/two"]
     assert [r["content"] for r in data["responses"]] == ["answer one", "answer two"]
@@ -83,7 +84,7 @@ async def test_analysis_names_real_slugs_while_the_judge_sees_only_labels() -> N
     judge_prompt = "\n".join(str(m.content) for m in factory.models["judge/model"].calls[0])  # type: ignore[attr-defined]
     assert "a/one" not in judge_prompt and "b/two" not in judge_prompt
     assert 'label="Response A"' in judge_prompt and 'label="Response B"' in judge_prompt
-    analysis = out["result"].analysis
+    analysis = result_of(out).analysis
     named = {s.model for c in analysis.contradictions for s in c.stances}
     assert named == {"a/one", "b/two"}
     # The label the judge used maps to the slug whose text sat under it.
@@ -121,7 +122,7 @@ class TimedModel(ScriptedModel):
 async def test_panel_runs_concurrently() -> None:
     panel = {f"m/{i}": TimedModel(replies=["ok"], delay=0.2) for i in range(4)}
     out = await run(make(panel), ctx(list(panel)))
-    assert out["result"].status == "ok"
+    assert result_of(out).status == "ok"
     spans = [span for model in panel.values() for span in model.spans]
     # Every panel call started before any of them finished: they ran at once.
     assert len(spans) == 4 and max(s[0] for s in spans) < min(s[1] for s in spans)
@@ -134,7 +135,7 @@ async def test_failed_and_empty_panel_models_are_recorded_and_the_run_goes_on() 
         "broken/model": ScriptedModel(replies=[ValueError("model exploded")]),
     }
     out = await run(make(panel), ctx(list(panel)))
-    result = out["result"]
+    result = result_of(out)
     assert result.status == "ok"
     assert [r.model for r in result.responses] == ["good/model"]
     reasons = {f.model: f.failure_reason for f in result.failed_models}
@@ -147,7 +148,7 @@ async def test_all_panels_failed_is_an_error_result_not_an_exception() -> None:
     panel = {"x/1": ScriptedModel(replies=[ValueError("no")]), "x/2": ScriptedModel(replies=[""])}
     factory = make(panel)
     out = await run(factory, ctx(list(panel)))
-    data = out["result"].model_dump(mode="json")
+    data = result_of(out).model_dump(mode="json")
     assert data["status"] == "error"
     assert data["failure_reason"] == "all_panels_failed"
     assert "x/1" in data["error"] and "x/2" in data["error"]
@@ -169,7 +170,7 @@ async def test_all_panels_failed_is_an_error_result_not_an_exception() -> None:
 async def test_judge_failures_keep_status_ok_and_the_raw_responses(reply: Any, code: str) -> None:
     factory = make({"a/one": ScriptedModel(replies=["answer"])}, judge_reply=reply)
     out = await run(factory, ctx(["a/one"]))
-    data = out["result"].model_dump(mode="json")
+    data = result_of(out).model_dump(mode="json")
     assert data["status"] == "ok"
     assert data["analysis"] is None
     assert data["failure_reason"] == code
@@ -216,16 +217,16 @@ async def test_earlier_turns_reach_the_panel_and_the_question_is_the_last_human_
 async def test_no_question_is_an_invalid_request(messages: list[Any]) -> None:
     factory = make({"a/one": ScriptedModel()})
     out = await run(factory, ctx(["a/one"]), messages or [AIMessage("")])
-    assert out["result"].status == "error"
-    assert out["result"].failure_reason == "invalid_request"
+    assert result_of(out).status == "error"
+    assert result_of(out).failure_reason == "invalid_request"
     assert factory.models["a/one"].calls == []  # type: ignore[attr-defined]
 
 
 async def test_a_slug_the_factory_cannot_build_is_refused_before_any_call() -> None:
     factory = make({"a/one": ScriptedModel()})
     out = await run(factory, ctx(["a/one", "nope/missing"]))
-    assert out["result"].failure_reason == "invalid_request"
-    assert "nope/missing" in out["result"].error
+    assert result_of(out).failure_reason == "invalid_request"
+    assert "nope/missing" in result_of(out).error
     assert factory.models["a/one"].calls == []  # type: ignore[attr-defined]
 
 
@@ -233,15 +234,15 @@ async def test_panel_timeout_becomes_a_failed_model() -> None:
     slow = TimedModel(delay=30)
     panel = {"fast/one": ScriptedModel(replies=["quick"]), "slow/one": slow}
     out = await run(make(panel), ctx(list(panel), timeout_s=0.5))
-    assert [f.failure_reason for f in out["result"].failed_models] == ["timeout"]
-    assert out["result"].status == "ok"
+    assert [f.failure_reason for f in result_of(out).failed_models] == ["timeout"]
+    assert result_of(out).status == "ok"
     assert [len(s) for s in slow.spans] == [1]  # the slow call was cut, never finished
 
 
 async def test_skipping_synthesis_for_the_tool() -> None:
     factory = make({"a/one": ScriptedModel()})
     out = await run(factory, ctx(["a/one"], synthesize=False))
-    assert out["result"].status == "ok" and out["answer"] == ""
+    assert result_of(out).status == "ok" and out["answer"] == ""
     assert factory.models["synth/model"].calls == []  # type: ignore[attr-defined]
 
 
@@ -258,12 +259,12 @@ async def test_nested_fusion_is_refused_with_recursion_blocked() -> None:
             inner = await inner_graph.ainvoke(
                 {"messages": [HumanMessage("nested?")]}, context=ctx(["a/one"])
             )
-            seen.append(inner["result"])
+            seen.append(result_of(inner))
             return await super()._agenerate(messages, stop, run_manager, **kw)
 
     factory = make({"n/model": NestingModel()})
     out = await run(factory, ctx(["n/model"]))
-    assert out["result"].status == "ok"
+    assert result_of(out).status == "ok"
     assert seen[0].status == "error" and seen[0].failure_reason == "recursion_blocked"
     assert inner_factory.models["a/one"].calls == []  # type: ignore[attr-defined]
     assert ACTIVE_DEPTH.get() is None
@@ -275,7 +276,7 @@ async def test_a_caller_at_depth_one_is_refused() -> None:
     out = await graph.ainvoke(
         {"messages": [HumanMessage(QUESTION)], "depth": 1}, context=ctx(["a/one"])
     )
-    assert out["result"].failure_reason == "recursion_blocked"
+    assert result_of(out).failure_reason == "recursion_blocked"
     assert factory.settings == []
 
 
@@ -299,8 +300,8 @@ async def test_checkpointed_run_resumes_without_calling_finished_panel_models_ag
     out = await graph.ainvoke(None, config, context=context)
     assert len(steady.calls) == 1
     assert len(slow.calls) == 1  # the cancelled call never finished; only the resumed one did
-    assert out["result"].status == "ok"
-    assert [r.content for r in out["result"].responses] == ["steady answer", "slow answer"]
+    assert result_of(out).status == "ok"
+    assert [r.content for r in result_of(out).responses] == ["steady answer", "slow answer"]
 
 
 async def test_context_validation_is_clear() -> None:
@@ -346,7 +347,7 @@ async def test_node_cache_reuses_identical_panel_answers_when_enabled() -> None:
     graph = build_fusion_graph(model_factory=factory, web_tools=[], cache=InMemoryCache())
     for _ in range(2):
         out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=ctx(["a/one"]))
-        assert out["result"].responses[0].content == "cached answer"
+        assert result_of(out).responses[0].content == "cached answer"
     assert len(model.calls) == 1
     await graph.ainvoke(
         {"messages": [HumanMessage(QUESTION)]}, context=ctx(["a/one"], temperature=0.2)
@@ -361,7 +362,7 @@ async def test_depth_header_passed_as_configurable_is_refused() -> None:
     out = await graph.ainvoke(
         {"messages": [HumanMessage(QUESTION)]}, config, context=ctx(["a/one"])
     )
-    assert out["result"].failure_reason == "recursion_blocked"
+    assert result_of(out).failure_reason == "recursion_blocked"
     assert factory.settings == []
 
 
@@ -370,7 +371,7 @@ async def test_result_renders_as_markdown_tables_with_real_slugs() -> None:
         {"a/one": ScriptedModel(replies=["alpha"]), "b/two": ScriptedModel(replies=["beta"])}
     )
     out = await run(factory, ctx(["a/one", "b/two"]))
-    table = out["result"].to_markdown()
+    table = result_markdown(result_of(out))
     assert "| consensus | all | Carbon taxes reduce emissions. |" in table
     assert "| contradiction | a/one | effect on growth:" in table
     assert "| blind spot | none | political feasibility |" in table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,7 +20,6 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
-from langfusion.graph.models import PANEL_TOKENS
 from langfusion.tools.cli import main
 from langfusion.tools.playground.render import answer_html
 from langfusion.tools.playground.store import RunStore
@@ -272,7 +272,7 @@ async def test_panel_tokens_reach_the_messages_stream_only_when_asked(
         analysis_models=["p/fast"], model="judge/model", synthesis_model="synth/model"
     )
 
-    async def nodes_streamed() -> set[str]:
+    async def nodes_streamed(ctx: FusionContext) -> set[str]:
         seen = set()
         async for chunk, metadata in graph.astream(
             {"messages": [HumanMessage(QUESTION)]}, context=ctx, stream_mode="messages"
@@ -281,12 +281,9 @@ async def test_panel_tokens_reach_the_messages_stream_only_when_asked(
                 seen.add(metadata["langgraph_node"])
         return seen
 
-    assert await nodes_streamed() == {"synthesize"}
-    token = PANEL_TOKENS.set(True)
-    try:
-        assert await nodes_streamed() == {"analyze", "synthesize"}
-    finally:
-        PANEL_TOKENS.reset(token)
+    assert await nodes_streamed(ctx) == {"synthesize"}
+    streaming = dataclasses.replace(ctx, stream_panel_tokens=True)
+    assert await nodes_streamed(streaming) == {"analyze", "synthesize"}
     first, second = server.requests_for("p/fast")
     assert not first.body.get("stream") and second.body["stream"] is True
 

@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langfusion.graph import FusionContext, FusionResult, ModelRegistry, build_fusion_graph
 from langfusion.graph.schema import PanelFailureReason, RunFailureReason
 from langfusion.tools import FusionChatModel, FusionError, FusionTool
-from tests.fakes import FakeFactory, ScriptedModel, verdict
+from tests.fakes import FakeFactory, ScriptedModel, result_of, verdict
 from tests.openai_server import OpenAIServer, Reply
 
 PANEL_REASONS = set(get_args(PanelFailureReason))
@@ -183,7 +183,7 @@ async def test_the_graph_refuses_hostile_messages_with_a_value_error(conversatio
     except ValueError as exc:
         assert "messages" in str(exc)
         return
-    assert_typed(out["result"])
+    assert_typed(result_of(out))
     assert isinstance(out["answer"], str)
 
 
@@ -220,10 +220,10 @@ async def test_the_graph_refuses_hostile_caller_inputs_before_building_a_model(
         {"messages": [HumanMessage("Is it safe?")], **inputs},
         context=FusionContext(**PARAMS, synthesis_model="synth/model"),
     )
-    assert_typed(out["result"])
-    if out["result"].failure_reason == "invalid_request":
+    assert_typed(result_of(out))
+    if result_of(out).failure_reason == "invalid_request":
         assert factory.settings == []  # refused before any model was built, none was paid for
-        assert any(key in out["result"].error for key in inputs)
+        assert any(key in result_of(out).error for key in inputs)
 
 
 @pytest.mark.parametrize(
@@ -249,8 +249,8 @@ async def test_a_bad_caller_input_is_an_invalid_request_naming_it(
         {"messages": [HumanMessage("Is it safe?")], **inputs},
         context=FusionContext(**PARAMS, synthesis_model="synth/model"),
     )
-    assert out["result"].failure_reason == "invalid_request"
-    assert named in out["result"].error
+    assert result_of(out).failure_reason == "invalid_request"
+    assert named in result_of(out).error
     assert factory.settings == []
 
 
@@ -263,7 +263,7 @@ async def test_valid_synthesis_options_are_not_refused() -> None:
         {"messages": [HumanMessage("Is it safe?")], "synthesis_options": options},
         context=FusionContext(**PARAMS, synthesis_model="synth/model"),
     )
-    assert out["result"].status == "ok"
+    assert result_of(out).status == "ok"
     assert out["answer"] == "the synthesis"
 
 
@@ -337,7 +337,7 @@ async def test_whatever_an_endpoint_sends_back_becomes_a_typed_result(
         {"messages": [HumanMessage("Is this a completion?")]},
         context=FusionContext(**PARAMS, synthesis_model="synth/model", timeout_s=0.3),
     )
-    result = out["result"]
+    result = result_of(out)
     assert_typed(result)
     if result.responses:
         assert isinstance(result.responses[0].content, str) and result.responses[0].content

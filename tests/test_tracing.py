@@ -21,7 +21,7 @@ from langsmith.run_helpers import tracing_context
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
 from langfusion.tools import FusionTool
-from tests.fakes import ScriptedModel, verdict
+from tests.fakes import ScriptedModel, result_of, verdict
 from tests.langsmith_capture import CaptureServer
 from tests.openai_server import OpenAIServer, Reply
 
@@ -216,7 +216,7 @@ async def test_a_key_echoed_in_an_upstream_error_is_not_traced(
         ),
     )
     out = await traced_fusion(server, client)
-    assert out["result"].failed_models[0].failure_reason == "unauthorized"
+    assert result_of(out).failed_models[0].failure_reason == "unauthorized"
     (failed,) = named(capture.runs(), "p/two")
     assert "401" in failed["error"]  # the failure is in the trace, the key is not
     assert_no_credentials(capture, upstream_quoted_them=True)
@@ -250,9 +250,9 @@ async def test_a_key_echoed_in_a_200_body_or_a_stream_error_event_is_not_traced(
             final = payload
     client.flush()
     if model == "p/two":
-        assert final["result"].failed_models[0].failure_reason == "upstream_error"
+        assert result_of(final).failed_models[0].failure_reason == "upstream_error"
     else:
-        assert final["result"].failure_reason == "synthesis_failed"
+        assert result_of(final).failure_reason == "synthesis_failed"
     (failed, *_) = named(capture.runs(), model, "llm")
     assert failed["error"]  # the failure is in the trace, the key is not
     assert_no_credentials(capture, upstream_quoted_them=True)

@@ -6,6 +6,7 @@ keyless ddgs client is replaced by a fake, so no query ever leaves the machine.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import logging
@@ -27,6 +28,7 @@ from langfusion.tools.web import WebSearchTool, backends, web_search, web_tools
 
 TAVILY_KEY = "tvly-TEST-0123456789abcdef"
 BRAVE_KEY = "BSA-TEST-fedcba9876543210"
+SEARX_PASSWORD = "searx-TEST-pass-1357"
 
 
 @dataclass
@@ -43,6 +45,7 @@ class JsonReply:
     status: int = 200
     payload: Any = None
     raw: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +77,8 @@ class FakeSearchServer:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -102,6 +107,15 @@ class FakeSearchServer:
 
 @pytest.fixture
 def api() -> Iterator[FakeSearchServer]:
+    server = FakeSearchServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[FakeSearchServer]:
+    """A second search API on another port, where a backend may try to send the client."""
     server = FakeSearchServer()
     server.start()
     yield server
@@ -411,6 +425,65 @@ async def test_keys_stay_out_of_errors_logs_and_repr(
     assert TAVILY_KEY not in repr(tool)
     assert TAVILY_KEY not in str(tool.model_dump())
     assert api.calls[0].headers["authorization"] == f"Bearer {TAVILY_KEY}"
+
+
+def redirect_to(target: FakeSearchServer, status: int) -> Callable[[Call], JsonReply]:
+    def reply(call: Call) -> JsonReply:
+        query = "&".join(f"{k}={v[0]}" for k, v in call.query.items())
+        location = f"{target.base}{call.path}" + (f"?{query}" if query else "")
+        return JsonReply(status, {"moved": True}, headers={"Location": location})
+
+    return reply
+
+
+def carries_secret(call: Call, secret: str) -> bool:
+    auth = call.headers.get("authorization", "")
+    basic = base64.b64decode(auth[6:]).decode() if auth.startswith("Basic ") else ""
+    return secret in json.dumps([call.path, call.query, call.headers, call.body]) + basic
+
+
+@pytest.mark.parametrize(
+    ("backend", "method", "path", "status", "secret"),
+    [
+        ("brave", "GET", "/res/v1/web/search", 302, BRAVE_KEY),
+        ("tavily", "POST", "/search", 307, TAVILY_KEY),
+        ("searxng", "GET", "/search", 301, SEARX_PASSWORD),
+    ],
+)
+async def test_a_backend_redirect_fails_the_search_and_the_key_goes_nowhere_else(
+    api: FakeSearchServer,
+    elsewhere: FakeSearchServer,
+    backend: str,
+    method: str,
+    path: str,
+    status: int,
+    secret: str,
+) -> None:
+    api.routes[(method, path)] = redirect_to(elsewhere, status)
+    # What the other server would answer, had the request reached it with its key.
+    elsewhere.routes[("GET", "/res/v1/web/search")] = brave_results
+    elsewhere.routes[("POST", "/search")] = tavily_results
+    elsewhere.routes[("GET", "/search")] = searxng_results
+    tool = WebSearchTool(
+        backend=backend,  # type: ignore[arg-type]
+        brave_api_key=BRAVE_KEY,
+        brave_base_url=api.base,
+        tavily_api_key=TAVILY_KEY,
+        tavily_base_url=api.base,
+        searxng_url=api.base.replace("http://", f"http://searx:{SEARX_PASSWORD}@"),
+    )
+
+    out = await tool.ainvoke({"query": "tidal power"})
+
+    assert out.startswith("web_search could not get results")
+    assert f"{backend} answered with a redirect (HTTP {status}) to {elsewhere.base}" in out
+    assert "does not follow" in out
+    assert secret not in out
+    # The key went to the configured backend, and nothing went to where it pointed.
+    (asked,) = api.calls
+    assert carries_secret(asked, secret)
+    assert not [call for call in elsewhere.calls if carries_secret(call, secret)]
+    assert elsewhere.calls == []
 
 
 @pytest.mark.parametrize(

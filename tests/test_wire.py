@@ -11,9 +11,15 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
-from langfusion.graph import FusionContext, FusionResult, ModelRegistry, build_fusion_graph
-from langfusion.graph.transport import call_deadline
-from tests.fakes import verdict
+from langfusion.graph import (
+    FusionContext,
+    FusionResult,
+    ModelRegistry,
+    build_fusion_graph,
+    result_markdown,
+)
+from langfusion.graph.models.transport import call_deadline
+from tests.fakes import result_of, verdict
 from tests.openai_server import OpenAIServer, Reply
 
 SECRET = "sk-or-v1-TESTSECRET0123456789abcdef"
@@ -43,15 +49,17 @@ async def fuse(registry: ModelRegistry, panel: list[str], **kw: Any) -> dict[str
 
 
 def dumped(out: dict[str, Any]) -> str:
-    return json.dumps(out["result"].model_dump(mode="json")) + out["answer"]
+    return json.dumps(result_of(out).model_dump(mode="json")) + out["answer"]
 
 
 async def test_panel_calls_overlap_in_time(server: OpenAIServer, registry: ModelRegistry) -> None:
     for name in ("p/1", "p/2", "p/3"):
         server.script(name, f"answer from {name}", latency_s=0.6)
     out = await fuse(registry, ["p/1", "p/2", "p/3"])
-    assert out["result"].status == "ok"
-    assert [r.content for r in out["result"].responses] == [f"answer from p/{i}" for i in (1, 2, 3)]
+    assert result_of(out).status == "ok"
+    assert [r.content for r in result_of(out).responses] == [
+        f"answer from p/{i}" for i in (1, 2, 3)
+    ]
     panel = [r for r in server.requests if r.model.startswith("p/")]
     # Every panel call started before any of them was answered: they ran at once.
     assert max(r.started for r in panel) < min(r.finished for r in panel)
@@ -78,7 +86,7 @@ async def test_partial_failure_keeps_the_survivors(
     server.script("down/model", Reply("overloaded", status=503))
     server.script("bad/model", Reply("unknown parameter", status=400))
     out = await fuse(registry, ["ok/model", "down/model", "bad/model"])
-    result = out["result"]
+    result = result_of(out)
     assert result.status == "ok" and [r.model for r in result.responses] == ["ok/model"]
     reasons = {f.model: f.failure_reason for f in result.failed_models}
     assert reasons == {"down/model": "upstream_error", "bad/model": "invalid_request"}
@@ -94,7 +102,7 @@ async def test_rate_limit_honours_retry_after_then_succeeds(
         "busy/model", Reply("slow down", status=429, headers={"Retry-After": "0.8"}), "made it"
     )
     out = await fuse(registry, ["busy/model"])
-    assert out["result"].responses[0].content == "made it"
+    assert result_of(out).responses[0].content == "made it"
     first, second = server.requests_for("busy/model")
     assert second.started - first.finished >= 0.8
 
@@ -105,7 +113,7 @@ async def test_retry_after_beyond_the_deadline_fails_fast(
     server.script("ok/model", "fine")
     server.script("busy/model", Reply("slow down", status=429, headers={"Retry-After": "120"}))
     out = await fuse(registry, ["ok/model", "busy/model"], timeout_s=5)
-    assert out["result"].failed_models[0].failure_reason == "rate_limited"
+    assert result_of(out).failed_models[0].failure_reason == "rate_limited"
     (only,) = server.requests_for("busy/model")  # no retry: the wait outlasts the deadline
     # The run went on as soon as the one attempt was answered, without waiting.
     assert only.finished <= server.requests_for("judge/model")[0].started
@@ -118,7 +126,7 @@ async def test_max_retries_is_how_often_each_model_call_is_tried_again(
     server.script("ok/model", "fine")
     server.script("down/model", Reply("upstream broke", status=500))
     out = await fuse(registry, ["ok/model", "down/model"], max_retries=retries)
-    (failed,) = out["result"].failed_models
+    (failed,) = result_of(out).failed_models
     assert (failed.model, failed.failure_reason, failed.status_code) == (
         "down/model",
         "upstream_error",
@@ -135,7 +143,7 @@ async def test_every_panel_failing_the_same_way_names_that_reason(
     for name in ("p/1", "p/2"):
         server.script(name, Reply("no", status=status))
     out = await fuse(registry, ["p/1", "p/2"])
-    data = out["result"].model_dump(mode="json")
+    data = result_of(out).model_dump(mode="json")
     assert data["status"] == "error" and data["failure_reason"] == code
     assert len(data["failed_models"]) == 2
     assert not server.requests_for("judge/model")
@@ -147,11 +155,11 @@ async def test_a_hanging_model_times_out_and_the_rest_go_on(
     server.script("ok/model", "the one answer that came")
     server.script("hang/model", Reply(hang=True))
     out = await fuse(registry, ["ok/model", "hang/model"], timeout_s=1.0)
-    assert out["result"].failed_models[0].failure_reason == "timeout"
-    assert out["result"].status == "ok"
+    assert result_of(out).failed_models[0].failure_reason == "timeout"
+    assert result_of(out).status == "ok"
     # The judge compared the one answer that came; the deadline closed the hanging connection
     # (the server sees that close on its own schedule, so it is awaited, not ordered).
-    assert [r.model for r in out["result"].responses] == ["ok/model"]
+    assert [r.model for r in result_of(out).responses] == ["ok/model"]
     (judged,) = server.requests_for("judge/model")
     assert "the one answer that came" in json.dumps(judged.body)
     (hung,) = server.requests_for("hang/model")
@@ -177,7 +185,7 @@ async def test_judge_failure_codes_over_http(
     server.script("p/1", "panel answer")
     server.script("judge/model", judge_reply)
     out = await fuse(registry, ["p/1"])
-    result = out["result"]
+    result = result_of(out)
     assert result.status == "ok" and result.analysis is None and result.failure_reason == code
     assert result.responses[0].content == "panel answer"
     assert out["answer"] == "the synthesis"
@@ -193,11 +201,11 @@ async def test_judge_falls_back_to_tool_calling_without_json_schema_support(
         verdict(unique_insights=[{"model": "Response A", "insight": "only one"}]),
     )
     out = await fuse(registry, ["p/1"])
-    assert out["result"].analysis is not None
+    assert result_of(out).analysis is not None
     first, second = server.requests_for("judge/model")
     assert first.body["response_format"]["type"] == "json_schema"
     assert second.body["tool_choice"]["type"] == "function"
-    assert out["result"].analysis.unique_insights[0].model == "p/1"
+    assert result_of(out).analysis.unique_insights[0].model == "p/1"
 
 
 async def test_no_secret_in_results_or_errors(
@@ -210,7 +218,7 @@ async def test_no_secret_in_results_or_errors(
     )
     out = await fuse(registry, ["p/1", "p/2"])
     assert server.requests_for("p/2")[0].headers["authorization"] == f"Bearer {SECRET}"
-    assert out["result"].failed_models[0].failure_reason == "unauthorized"
+    assert result_of(out).failed_models[0].failure_reason == "unauthorized"
     assert SECRET not in dumped(out)
     assert SECRET[:12] not in dumped(out)
 
@@ -220,7 +228,7 @@ async def test_missing_key_refuses_before_any_request(
 ) -> None:
     registry = ModelRegistry(base_url=server.base_url)
     out = await fuse(registry, ["p/1"])
-    data = out["result"].model_dump(mode="json")
+    data = result_of(out).model_dump(mode="json")
     assert data["status"] == "error" and data["failure_reason"] == "missing_api_key"
     assert "OPENROUTER_API_KEY" in data["error"] and "local" in data["error"]
     assert server.requests == []
@@ -247,8 +255,8 @@ async def test_registered_base_url_and_ready_model(
     server.script("served-a", "A speaks")
     server.script("ready-b", "B speaks")
     out = await fuse(registry, ["mine/a", "mine/b"])
-    assert [r.content for r in out["result"].responses] == ["A speaks", "B speaks"]
-    assert [r.model for r in out["result"].responses] == ["mine/a", "mine/b"]
+    assert [r.content for r in result_of(out).responses] == ["A speaks", "B speaks"]
+    assert [r.model for r in result_of(out).responses] == ["mine/a", "mine/b"]
     assert server.requests_for("ready-b")[0].headers["x-own"] == "kept"
     assert server.requests_for("served-a")[0].headers["x-fusion-depth"] == "1"
 
@@ -257,42 +265,39 @@ async def test_registered_base_url_and_ready_model(
 async def test_the_cost_a_provider_reports_is_kept_per_call_and_totalled(
     server: OpenAIServer, registry: ModelRegistry, streamed: bool
 ) -> None:
-    from langfusion.graph.models import PANEL_TOKENS
-
     server.script("p/1", Reply("answer one", cost=0.0125))
     server.script("p/2", Reply("answer two"))  # an endpoint that reports no cost
     server.script("judge/model", Reply(verdict(), cost=0.5))
     server.script("synth/model", Reply("the synthesis", cost=0.25))
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
+    # Streamed: the panel and the synthesis answer over SSE, as the playground asks for.
     context = FusionContext(
-        analysis_models=["p/1", "p/2"], model="judge/model", synthesis_model="synth/model"
+        analysis_models=["p/1", "p/2"],
+        model="judge/model",
+        synthesis_model="synth/model",
+        stream_panel_tokens=streamed,
     )
     question = {"messages": [HumanMessage(QUESTION)]}
-    # Streamed: the panel and the synthesis answer over SSE, as the playground asks for.
-    token = PANEL_TOKENS.set(streamed)
-    try:
-        if streamed:
-            parts = [
-                part
-                async for part in graph.astream(
-                    question, context=context, stream_mode=["messages", "values"]
-                )
-            ]
-            out = [payload for mode, payload in parts if mode == "values"][-1]
-        else:
-            out = await graph.ainvoke(question, context=context)
-    finally:
-        PANEL_TOKENS.reset(token)
+    if streamed:
+        parts = [
+            part
+            async for part in graph.astream(
+                question, context=context, stream_mode=["messages", "values"]
+            )
+        ]
+        out = [payload for mode, payload in parts if mode == "values"][-1]
+    else:
+        out = await graph.ainvoke(question, context=context)
     assert server.requests_for("synth/model")[0].body.get("stream", False) is streamed
     assert server.requests_for("p/1")[0].body.get("stream", False) is streamed
-    result = out["result"]
+    result = result_of(out)
     costs = {r.model: r.usage.cost for r in result.responses}
     assert costs == {"p/1": 0.0125, "p/2": None}
     assert result.responses[0].usage.total_tokens == 18  # the tokens are kept beside it
     assert (result.usage.judge.cost, result.usage.synthesis.cost) == (0.5, 0.25)
     assert result.usage.total.cost == pytest.approx(0.7625)
     assert json.loads(result.to_json())["usage"]["total"]["cost"] == pytest.approx(0.7625)
-    assert "$0.7625 as reported" in result.to_markdown()
+    assert "$0.7625 as reported" in result_markdown(result)
 
 
 @pytest.mark.parametrize("entry", ["graph ainvoke", "graph astream", "alias astream", "tool"])
@@ -334,13 +339,13 @@ async def test_tokens_a_provider_does_not_report_are_said_to_be_unreported_not_z
             out = parts[-1]
         else:
             out = await graph.ainvoke(question, context=context)
-        result = out["result"]
+        result = result_of(out)
     synthesized = entry != "tool"  # the tool's caller writes the answer
     assert result.status == "ok" and result.analysis is not None
     assert result.usage.unreported == (["panel", "synthesis"] if synthesized else ["panel"])
     assert [r.usage is None for r in result.responses] == [False, True]
     assert result.usage.panel.total_tokens == 18  # p/1's, which it did report
-    shown = result.to_markdown()
+    shown = result_markdown(result)
     assert "panel 18 and some not reported" in shown
     if synthesized:
         assert "synthesis not reported" in shown and "synthesis 0" not in shown
@@ -351,10 +356,10 @@ async def test_a_run_whose_every_call_reported_its_tokens_says_nothing_is_unrepo
     server: OpenAIServer, registry: ModelRegistry
 ) -> None:
     out = await fuse(registry, ["p/1", "p/2"])
-    result = out["result"]
+    result = result_of(out)
     assert result.usage.unreported == [] and result.usage.synthesis.total_tokens > 0
     assert "unreported" not in json.loads(result.to_json())["usage"]
-    assert "not reported" not in result.to_markdown()
+    assert "not reported" not in result_markdown(result)
 
 
 @pytest.mark.parametrize("cancels", [1, 2, 3])

@@ -9,15 +9,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from langfusion.tools.chat_model import FusionChatModel, FusionError
+    from langfusion.tools.alias import FusionChatModel, FusionError
     from langfusion.tools.fusion_tool import FUSION_DESCRIPTION, FusionTool, FusionToolInput
     from langfusion.tools.plugin import with_fusion
     from langfusion.tools.web import WebFetchTool, WebSearchTool, web_fetch, web_search, web_tools
 
 _HOMES = {
     "FUSION_DESCRIPTION": "fusion_tool",
-    "FusionChatModel": "chat_model",
-    "FusionError": "chat_model",
+    "FusionChatModel": "alias",
+    "FusionError": "alias",
     "FusionTool": "fusion_tool",
     "FusionToolInput": "fusion_tool",
     "WebFetchTool": "web",

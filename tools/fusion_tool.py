@@ -102,7 +102,7 @@ class FusionTool(FusionParameters, BaseTool):
             self.run_config(config),
             context=self.context,
         )
-        result: FusionResult = out["result"]
+        result = FusionResult.model_validate(out["result"])
         if not self.context.synthesize:
             return result.to_json(), result
         content = {**result.model_dump(mode="json"), "answer": out["answer"]}

@@ -58,7 +58,7 @@ async def judge_case(
         judge_timeout_s=timeout_s,
     )
     out = await graph.ainvoke({"messages": [HumanMessage(case.question)]}, context=context)
-    result: dict[str, Any] = out["result"].model_dump(mode="json")
+    result: dict[str, Any] = out["result"]
     return result
 
 

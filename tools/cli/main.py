@@ -221,9 +221,9 @@ async def _fuse(
                     display.token(chunk.text)
             elif mode_name == "values":
                 final = payload
-        result = final.get("result")
-        if not isinstance(result, FusionResult):
+        if final.get("result") is None:
             raise RuntimeError("the fusion run ended without a result")
+        result = FusionResult.model_validate(final["result"])
         answer = str(final.get("answer") or "")
         display.finish(result)
     return result, answer

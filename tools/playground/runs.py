@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -174,17 +175,16 @@ class RunManager:
         from langchain_core.messages import HumanMessage
 
         from langfusion.graph.errors import redact
-        from langfusion.graph.models import PANEL_TOKENS
         from langfusion.graph.schema import FusionResult
 
-        PANEL_TOKENS.set(True)  # this task's context only: the page shows panel text live
         state, result, answer, error = "error", None, "", None
         final: dict[str, Any] = {}
         try:
             stream: AsyncIterator[Any] = self.graph.astream(
                 {"messages": [HumanMessage(run.question)]},
                 {"run_name": "fusion", "metadata": {"fusion_id": run.id}},
-                context=run.context,
+                # The page shows each panel model's text as it comes.
+                context=dataclasses.replace(run.context, stream_panel_tokens=True),
                 stream_mode=["messages", "custom", "values"],
             )
             async for mode, payload in stream:
@@ -194,11 +194,10 @@ class RunManager:
                     self._token(run, *payload)
                 else:
                     final = payload
-            outcome = final.get("result")
-            if not isinstance(outcome, FusionResult):
+            if final.get("result") is None:
                 raise RuntimeError("the fusion run ended without a result")
             state, answer = "done", str(final.get("answer") or "")
-            result = outcome.model_dump(mode="json")
+            result = FusionResult.model_validate(final["result"]).model_dump(mode="json")
         except asyncio.CancelledError:
             state = "cancelled"
         except Exception as exc:  # noqa: BLE001 - the run's edge: shown on the page, typed

@@ -16,22 +16,22 @@ from pydantic import BaseModel, Field, field_validator
 
 from langfusion.tools._sync import run_sync
 from langfusion.tools.web.extract import (
-    _codec,
-    _content_kind,
-    _extract_html,
-    _Page,
-    _render_page,
-    _sniff_kind,
+    Page,
+    codec,
+    content_kind,
+    extract_html,
+    render_page,
+    sniff_kind,
 )
 from langfusion.tools.web.policy import (
     DEFAULT_ALLOWED_PORTS,
-    _check_destination,
-    _effective_port,
-    _parse_url,
-    _Policy,
-    _Refused,
+    Policy,
+    Refused,
+    check_destination,
+    effective_port,
+    parse_url,
 )
-from langfusion.tools.web.transport import _default_ssl_context, _no_cookies, _PinnedTransport
+from langfusion.tools.web.transport import PinnedTransport, default_ssl_context, no_cookies
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _USER_AGENT = (
@@ -108,7 +108,7 @@ class WebFetchTool(BaseTool):
     def _check_allow_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
             raise ValueError("allow_hosts must be a list of hosts, not a single string")
-        _Policy.build(value or (), ())
+        Policy.build(value or (), ())
         return value or ()
 
     @field_validator("allow_ports")
@@ -149,56 +149,56 @@ class WebFetchTool(BaseTool):
             detail = str(exc) or type(exc).__name__
             raise ToolException(f"web_fetch failed for {url}: {detail}.") from None
         # The artifact names the page read, so a run can cite it.
-        return _render_page(page, self.max_chars), {"url": page.url, "title": page.title}
+        return render_page(page, self.max_chars), {"url": page.url, "title": page.title}
 
-    async def _follow(self, requested: str) -> _Page:
-        policy = _Policy.build(self.allow_hosts, self.allow_ports)
+    async def _follow(self, requested: str) -> Page:
+        policy = Policy.build(self.allow_hosts, self.allow_ports)
         pins: dict[tuple[str, int], str] = {}
-        context = self.ssl_context or _default_ssl_context()
+        context = self.ssl_context or default_ssl_context()
         headers = {
             "User-Agent": self.user_agent,
             "Accept": _ACCEPT,
             "Accept-Encoding": "gzip, deflate",
         }
         async with httpx.AsyncClient(
-            transport=_PinnedTransport(pins, context),
+            transport=PinnedTransport(pins, context),
             headers=headers,
-            cookies=_no_cookies(),
+            cookies=no_cookies(),
             trust_env=False,
             follow_redirects=False,
             timeout=httpx.Timeout(self.timeout),
         ) as client:
-            url = _parse_url(requested)
+            url = parse_url(requested)
             for hop in range(self.max_redirects + 1):
-                key = (url.raw_host.decode("ascii"), _effective_port(url))
+                key = (url.raw_host.decode("ascii"), effective_port(url))
                 if key not in pins:
                     try:
-                        pins[key] = await _check_destination(url, policy)
-                    except _Refused as exc:
+                        pins[key] = await check_destination(url, policy)
+                    except Refused as exc:
                         if hop == 0:
                             raise
-                        raise _Refused(f"{exc} (redirected from {requested.strip()})") from None
+                        raise Refused(f"{exc} (redirected from {requested.strip()})") from None
                 async with client.stream("GET", url) as response:
                     location = response.headers.get("location")
                     if response.status_code in _REDIRECT_STATUSES and location:
                         try:
-                            url = _parse_url(str(url.join(location)))
-                        except _Refused as exc:
-                            raise _Refused(f"{exc} (redirected from {requested.strip()})") from None
+                            url = parse_url(str(url.join(location)))
+                        except Refused as exc:
+                            raise Refused(f"{exc} (redirected from {requested.strip()})") from None
                         continue
                     return await self._read(response, url, requested)
-        raise _Refused(
+        raise Refused(
             f"web_fetch refused {requested}: it redirected more than {self.max_redirects} times."
         )
 
-    async def _read(self, response: httpx.Response, url: httpx.URL, requested: str) -> _Page:
+    async def _read(self, response: httpx.Response, url: httpx.URL, requested: str) -> Page:
         shown = str(url)
         if response.status_code >= 300:
             raise ToolException(
                 f"web_fetch got HTTP {response.status_code} {response.reason_phrase} from {shown}."
             )
         mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        kind = _content_kind(mime) if mime else None
+        kind = content_kind(mime) if mime else None
         if mime and kind is None:
             raise ToolException(
                 f"web_fetch cannot read {shown}: its content type {mime!r} is not supported "
@@ -214,20 +214,20 @@ class WebFetchTool(BaseTool):
                 raise ToolException(self._too_big(shown))
         data = bytes(body)
         if kind is None:
-            kind = _sniff_kind(data)
+            kind = sniff_kind(data)
             if kind is None:
                 raise ToolException(
                     f"web_fetch cannot read {shown}: it sent binary data without a content type."
                 )
             mime = "text/html" if kind == "html" else "text/plain"
-        codec = _codec(response.charset_encoding)
+        charset = codec(response.charset_encoding)
         title: str | None = None
         if kind == "html":
-            markup: str | bytes = data.decode(codec, errors="replace") if codec else data
-            text, title = await asyncio.to_thread(_extract_html, markup, shown)
+            markup: str | bytes = data.decode(charset, errors="replace") if charset else data
+            text, title = await asyncio.to_thread(extract_html, markup, shown)
         else:
-            text = data.decode(codec or "utf-8", errors="replace")
-        return _Page(
+            text = data.decode(charset or "utf-8", errors="replace")
+        return Page(
             url=shown, requested=requested.strip(), content_type=mime, title=title, text=text
         )
 

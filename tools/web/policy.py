@@ -61,7 +61,7 @@ _TEREDO_V6 = ipaddress.IPv6Network("2001::/32")
 _NAT64_V6 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
-class _Refused(ToolException):
+class Refused(ToolException):
     """A destination the fetcher will not visit."""
 
 
@@ -175,14 +175,17 @@ def _parse_allow_entry(entry: str) -> str | IPNetwork:
 
 
 @dataclass(frozen=True)
-class _Policy:
+class Policy:
+    """The destinations a caller allowed beyond public addresses, and the public ports."""
+
     names: frozenset[str]
     suffixes: tuple[str, ...]
     networks: tuple[IPNetwork, ...]
     ports: frozenset[int]
 
     @classmethod
-    def build(cls, allow_hosts: Iterable[str], allow_ports: Iterable[int]) -> _Policy:
+    def build(cls, allow_hosts: Iterable[str], allow_ports: Iterable[int]) -> Policy:
+        """Parse ``allow_hosts`` entries; raise ValueError on a malformed one."""
         names: set[str] = set()
         suffixes: list[str] = []
         networks: list[IPNetwork] = []
@@ -198,56 +201,51 @@ class _Policy:
         return cls(frozenset(names), tuple(suffixes), tuple(networks), frozenset(allow_ports))
 
     def allows_name(self, host: str) -> bool:
+        """Whether a host name is allow-listed (by name or wildcard)."""
         return host in self.names or any(host.endswith(suffix) for suffix in self.suffixes)
 
     def allows_ip(self, ip: IPAddress) -> bool:
+        """Whether an address lies in an allow-listed network."""
         return any(ip.version == net.version and ip in net for net in self.networks)
 
 
-@dataclass(frozen=True)
-class _Hop:
-    url: httpx.URL
-    key: tuple[str, int]
-
-
-def _parse_url(raw: str) -> httpx.URL:
+def parse_url(raw: str) -> httpx.URL:
     """Parse a URL and apply the checks that need no DNS."""
     text = raw.strip()
     if not text:
-        raise _Refused("web_fetch needs a URL, and none was given.")
+        raise Refused("web_fetch needs a URL, and none was given.")
     if len(text) > _MAX_URL_LENGTH:
-        raise _Refused(
-            f"web_fetch refused the URL: it is longer than {_MAX_URL_LENGTH} characters."
-        )
+        raise Refused(f"web_fetch refused the URL: it is longer than {_MAX_URL_LENGTH} characters.")
     if re.search(r"[\x00-\x20\x7f]", text):
-        raise _Refused(
+        raise Refused(
             f"web_fetch refused {text!r}: URLs must not contain spaces or control characters."
         )
     try:
         url = httpx.URL(text)
     except (httpx.InvalidURL, ValueError) as exc:
-        raise _Refused(f"web_fetch refused {text!r}: it is not a valid URL ({exc}).") from None
+        raise Refused(f"web_fetch refused {text!r}: it is not a valid URL ({exc}).") from None
     if not url.scheme:
-        raise _Refused(
+        raise Refused(
             f"web_fetch refused {text!r}: it is not an absolute URL; "
             "give one that starts with http:// or https://."
         )
     if url.scheme not in ("http", "https"):
-        raise _Refused(
+        raise Refused(
             f"web_fetch refused {text!r}: the {url.scheme}: scheme is not allowed; "
             "only http:// and https:// URLs can be fetched."
         )
     if url.userinfo:
-        raise _Refused(
+        raise Refused(
             f"web_fetch refused {text!r}: "
             "URLs that carry credentials (user:password@) are not allowed."
         )
     if not url.raw_host:
-        raise _Refused(f"web_fetch refused {text!r}: the URL has no host.")
+        raise Refused(f"web_fetch refused {text!r}: the URL has no host.")
     return url
 
 
-def _effective_port(url: httpx.URL) -> int:
+def effective_port(url: httpx.URL) -> int:
+    """The port a URL connects to, its scheme's default if it names none."""
     if url.port is not None:  # `or` would turn an explicit port 0 into the default
         return url.port
     return 443 if url.scheme == "https" else 80
@@ -263,27 +261,27 @@ async def _getaddrinfo(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
 
 
-async def _check_destination(url: httpx.URL, policy: _Policy) -> str:
+async def check_destination(url: httpx.URL, policy: Policy) -> str:
     """Refuse a non-public destination; return the one IP address to connect to."""
     raw_host = url.raw_host.decode("ascii")
     host = raw_host.lower().rstrip(".")
-    port = _effective_port(url)
+    port = effective_port(url)
     shown = str(url)
     if "%" in host:
-        raise _Refused(f"web_fetch refused {shown}: scoped IPv6 addresses are not allowed.")
+        raise Refused(f"web_fetch refused {shown}: scoped IPv6 addresses are not allowed.")
     try:
         literal = _ip_literal(host)
     except ValueError as exc:
-        raise _Refused(f"web_fetch refused {shown}: {exc}.") from None
+        raise Refused(f"web_fetch refused {shown}: {exc}.") from None
     by_name = literal is None and policy.allows_name(host)
     port_free = by_name or (literal is not None and policy.allows_ip(literal))
     if not port_free and not policy.networks and port not in policy.ports:
-        raise _Refused(_port_message(shown, port, policy))
+        raise Refused(_port_message(shown, port, policy))
     if literal is not None:
         addresses: list[IPAddress] = [literal]
     else:
         if not by_name and (host == "localhost" or host.endswith(".localhost")):
-            raise _Refused(f"web_fetch refused {shown}: localhost is not a public web address.")
+            raise Refused(f"web_fetch refused {shown}: localhost is not a public web address.")
         try:
             answers = await _getaddrinfo(host, port)
             addresses = list(dict.fromkeys(ipaddress.ip_address(answer) for answer in answers))
@@ -298,16 +296,16 @@ async def _check_destination(url: httpx.URL, policy: _Policy) -> str:
             reason = _non_public_reason(ip)
             if reason is not None:
                 where = "is" if literal is not None else f"resolves to {ip}, which is"
-                raise _Refused(
+                raise Refused(
                     f"web_fetch refused {shown}: the host {where} {reason}. "
                     "Only public internet addresses can be fetched."
                 )
         port_free = port_free or all(policy.allows_ip(ip) for ip in addresses)
         if not port_free and port not in policy.ports:
-            raise _Refused(_port_message(shown, port, policy))
+            raise Refused(_port_message(shown, port, policy))
     return str(addresses[0])
 
 
-def _port_message(shown: str, port: int, policy: _Policy) -> str:
+def _port_message(shown: str, port: int, policy: Policy) -> str:
     ports = ", ".join(str(p) for p in sorted(policy.ports))
     return f"web_fetch refused {shown}: port {port} is not allowed (allowed ports: {ports})."

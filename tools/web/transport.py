@@ -102,7 +102,7 @@ class _ResponseStream(httpx.AsyncByteStream):
             await close()
 
 
-class _PinnedTransport(httpx.AsyncBaseTransport):
+class PinnedTransport(httpx.AsyncBaseTransport):
     """An httpx transport over an httpcore pool that may only reach pinned addresses."""
 
     def __init__(self, pins: dict[tuple[str, int], str], ssl_context: ssl.SSLContext) -> None:
@@ -116,6 +116,7 @@ class _PinnedTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` over a connection to its pinned address."""
         core_request = httpcore.Request(
             method=request.method,
             url=httpcore.URL(
@@ -140,14 +141,16 @@ class _PinnedTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        """Close the pool's connections."""
         await self._pool.aclose()
 
 
-def _no_cookies() -> http.cookiejar.CookieJar:
+def no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that keeps nothing."""
     return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 @functools.cache
-def _default_ssl_context() -> ssl.SSLContext:
-    # httpx's defaults: certifi's CA bundle (or SSL_CERT_FILE/SSL_CERT_DIR), verification on.
+def default_ssl_context() -> ssl.SSLContext:
+    """Httpx's TLS defaults: certifi's CA bundle (or SSL_CERT_FILE/SSL_CERT_DIR), verified."""
     return httpx.create_ssl_context()

@@ -5,20 +5,20 @@ One server per process serves every run; it stops when the process ends
 (``atexit``, SIGTERM, Ctrl-C) and, on Linux, dies with the process that
 started it even when that process is killed outright. Typical use::
 
-    from langfusion.graph.local import local_server
+    from langfusion.graph.models.local import local_server
 
     base_url = local_server().ensure_started()  # "http://127.0.0.1:PORT/v1"
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from langfusion.graph.local.gguf import LocalModelError
-from langfusion.graph.local.server import LocalModelServer, local_server
+from langchain_core.language_models import BaseChatModel
 
-if TYPE_CHECKING:
-    from langchain_core.language_models import BaseChatModel
+from langfusion.graph.models.local.gguf import LocalModelError
+from langfusion.graph.models.local.provider import local_chat_model as build
+from langfusion.graph.models.local.server import LocalModelServer, local_server
 
 __all__ = ["LocalModelError", "LocalModelServer", "local_chat_model", "local_server"]
 
@@ -28,7 +28,7 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
 
     Args:
         slug: ``local/<name>``, optionally ``#<n>`` for the n-th panel sample.
-        settings: The call settings of :class:`~langfusion.graph.models.ModelFactory`.
+        settings: The call settings of :class:`~langfusion.graph.models.registry.ModelFactory`.
 
     Returns:
         A chat model served by the embedded llama.cpp server.
@@ -36,8 +36,4 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
     Raises:
         LocalModelError: If the server cannot be started.
     """
-    # The provider needs langchain_openai; importing the server or the error
-    # class should not.
-    from langfusion.graph.local.provider import local_chat_model as build
-
     return build(slug, settings)

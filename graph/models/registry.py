@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 import threading
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-import openai
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
 from langfusion.graph.context import API_KEY_ENV
 from langfusion.graph.errors import MissingAPIKeyError
-from langfusion.graph.openrouter import SERVER_TOOLS_KEY, CitingChatOpenAI
-from langfusion.graph.pools import (
+from langfusion.graph.models.http import httpx
+from langfusion.graph.models.local import local_chat_model, local_server
+from langfusion.graph.models.openrouter import CitingChatOpenAI
+from langfusion.graph.models.pools import (
     BoundedCache,
     close_loop_pools,
     discard_cached,
@@ -23,20 +23,14 @@ from langfusion.graph.pools import (
     pooled_async_client,
     shared_sync_client,
 )
-from langfusion.graph.transport import call_deadline
-
-# The httpx the OpenAI SDK runs on (httpx2 from openai 3); see graph/transport.py.
-if TYPE_CHECKING:
-    import httpx
-elif int(openai.__version__.split(".", 1)[0]) >= 3:
-    import httpx2 as httpx
-else:
-    import httpx
+from langfusion.graph.models.traits import ModelTraits
+from langfusion.graph.models.transport import call_deadline
 
 __all__ = [
     "DEPTH_HEADER",
     "ModelFactory",
     "ModelRegistry",
+    "ReadiesModels",
     "call_deadline",
     "cancellable",
     "close_loop_pools",
@@ -49,13 +43,6 @@ BASE_URL_ENV = "OPENROUTER_BASE_URL"
 DEPTH_HEADER = "x-fusion-depth"
 LOCAL_PREFIX = "local/"
 
-# Chat-model metadata keys the judge reads: which structured-output method a
-# model takes, and whether its schema needs length caps (small local models
-# otherwise run lists on until they hit max_tokens).
-STRUCTURED_METHOD_KEY = "langfusion_structured_method"
-SCHEMA_CAPS_KEY = "langfusion_schema_caps"
-# Set to False on models that cannot use tools (the web tools are not offered).
-TOOLS_KEY = "langfusion_tools"
 
 _CONNECT_TIMEOUT_S = 10.0
 # Built models kept per registry (and per event loop): one per slug and
@@ -63,18 +50,8 @@ _CONNECT_TIMEOUT_S = 10.0
 # without bound.
 MODEL_CACHE_SIZE = 128
 
-
-# Whether panel calls made in this context stream their tokens into the graph's
-# "messages" stream (the playground shows them live). Off, a panel call is one
-# whole reply: the cheaper path every other caller takes.
-PANEL_TOKENS: ContextVar[bool] = ContextVar("langfusion_panel_tokens", default=False)
 _MAX_RETRIES = 2
 _SettingsKey = tuple[tuple[str, Any], ...]
-
-
-def _async_client(base_url: str) -> httpx.AsyncClient | None:
-    """The pooled async client of the running loop for ``base_url`` (``None`` outside a loop)."""
-    return pooled_async_client(base_url)
 
 
 @runtime_checkable
@@ -86,12 +63,31 @@ class ModelFactory(Protocol):
     retries after a 429, a 5xx or a dropped connection), ``headers`` (extra HTTP headers,
     ``x-fusion-depth`` among them), ``role`` (``panel``, ``judge`` or
     ``synthesis``) and, on panel calls whose tokens are shown live
-    (``PANEL_TOKENS``), ``stream=True``. A factory ignores the settings it
+    (``FusionContext.stream_panel_tokens``), ``stream=True``. A factory ignores the settings it
     has no use for.
     """
 
     def __call__(self, slug: str, /, **settings: Any) -> BaseChatModel:
         """Build (or return a cached) chat model for ``slug``."""
+        ...
+
+
+@runtime_checkable
+class ReadiesModels(Protocol):
+    """A factory that can ready a slug's provider before any model is called.
+
+    The graph calls ``ensure_available`` for every model of a run before the
+    panel starts (off the event loop when ``may_block`` says it may block),
+    so that a missing key or a provider that cannot start refuses the run
+    before anything is paid for.
+    """
+
+    def ensure_available(self, slug: str) -> None:
+        """Make ``slug`` ready to serve, or raise why it cannot be."""
+        ...
+
+    def may_block(self, slug: str) -> bool:
+        """Whether ``ensure_available(slug)`` may block the calling thread."""
         ...
 
 
@@ -216,8 +212,6 @@ class ModelRegistry:
         if slug in self._ready:
             return
         if slug.startswith(LOCAL_PREFIX):
-            from langfusion.graph.local import local_server
-
             local_server().ensure_started()
             return
         self.check_key(slug)
@@ -243,8 +237,6 @@ class ModelRegistry:
 
     def _build(self, slug: str, settings: dict[str, Any]) -> BaseChatModel:
         if slug.startswith(LOCAL_PREFIX):
-            from langfusion.graph.local import local_chat_model
-
             return local_chat_model(slug, settings)
         self.check_key(slug)
         endpoint = self._endpoints.get(slug)
@@ -269,7 +261,7 @@ class ModelRegistry:
             kwargs["reasoning_effort"] = reasoning
         if endpoint is None and self._base_url is None:
             # The endpoint the OpenRouter key is for: its own web tools run there.
-            kwargs["metadata"] = {SERVER_TOOLS_KEY: True}
+            kwargs["metadata"] = ModelTraits(server_tools=True).as_metadata()
         return CitingChatOpenAI(
             model=endpoint.model_name or slug if endpoint else slug,
             base_url=base_url,
@@ -280,7 +272,7 @@ class ModelRegistry:
             # The client's own retries (429/5xx/connection errors, Retry-After
             # honoured) run under the node's one deadline for the call.
             max_retries=settings.get("max_retries", _MAX_RETRIES),
-            http_async_client=_async_client(base_url),
+            http_async_client=pooled_async_client(base_url),
             http_client=shared_sync_client(base_url),
             default_headers=headers,
             extra_body=extra_body or None,
@@ -297,8 +289,6 @@ class ModelRegistry:
 
 
 def _local_base_url() -> str | None:
-    from langfusion.graph.local import local_server
-
     return local_server().base_url
 
 

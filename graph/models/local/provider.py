@@ -7,14 +7,9 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
-from langfusion.graph.local.server import local_server
-from langfusion.graph.models import (
-    SCHEMA_CAPS_KEY,
-    STRUCTURED_METHOD_KEY,
-    TOOLS_KEY,
-    _async_client,
-)
-from langfusion.graph.prompts import PLAIN_PROMPTS_KEY
+from langfusion.graph.models.local.server import local_server
+from langfusion.graph.models.pools import pooled_async_client
+from langfusion.graph.models.traits import ModelTraits
 
 _LOCAL_TEMPERATURES = (0.3, 0.5, 0.7, 0.4, 0.6, 0.8, 0.35, 0.55)
 _LOCAL_DEFAULT_MAX_TOKENS = 256
@@ -33,7 +28,7 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
     Args:
         slug: ``local/<name>``, optionally ``#<n>`` for the n-th panel sample
             (its own default temperature and seed).
-        settings: The call settings of :class:`~langfusion.graph.models.ModelFactory`.
+        settings: The call settings of :class:`~langfusion.graph.models.registry.ModelFactory`.
 
     Returns:
         A ``ChatOpenAI`` on the local server, with the metadata the judge reads.
@@ -54,7 +49,7 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
     return ChatOpenAI(
         model=slug,
         base_url=base_url,
-        http_async_client=_async_client(base_url),
+        http_async_client=pooled_async_client(base_url),
         api_key="local",  # type: ignore[arg-type]
         temperature=temperature,
         timeout=settings.get("timeout", 120.0),
@@ -69,16 +64,16 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
         },
         stop_sequences=None if role == "judge" else _TURN_LABELS,
         stream_usage=True,
-        stream_chunk_timeout=None,  # the call's deadline bounds a stall (graph/models.py)
+        stream_chunk_timeout=None,  # the call's deadline bounds a stall (graph/models/registry.py)
         disable_streaming=role != "synthesis" and not settings.get("stream"),
         # A 270M base model cannot drive web tools; their schemas would only
         # crowd its small context.
-        metadata={
-            STRUCTURED_METHOD_KEY: "function_calling",
-            SCHEMA_CAPS_KEY: True,
-            TOOLS_KEY: False,
-            # A base model continues its prompt: tags and instructions would
-            # come back in its answers.
-            PLAIN_PROMPTS_KEY: True,
-        },
+        # A base model continues its prompt: tags and instructions would
+        # come back in its answers.
+        metadata=ModelTraits(
+            structured_method="function_calling",
+            schema_caps=True,
+            takes_tools=False,
+            plain_prompts=True,
+        ).as_metadata(),
     )

@@ -21,13 +21,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TypeVar
 
-from langfusion.graph.local.gguf import (
+from langfusion.graph.models.local.gguf import (
     INSTALL_HINT,
     LocalModelError,
     packaged_model,
     write_chat_template,
 )
-from langfusion.graph.local.process import (
+from langfusion.graph.models.local.process import (
     HOST,
     discard_on_exit,
     free_port,

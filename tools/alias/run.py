@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hashlib
 import json
 import threading
@@ -20,25 +19,18 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForLLMRun,
-    BaseCallbackManager,
-    CallbackManager,
-    CallbackManagerForLLMRun,
-)
 from langchain_core.callbacks.manager import adispatch_custom_event
-from langchain_core.callbacks.usage import UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import var_child_runnable_config
 
 from langfusion.graph.context import FusionContext
 from langfusion.graph.conversation import conversation
 from langfusion.graph.fusion import FusionGraph
 from langfusion.graph.schema import FusionResult
-from langfusion.graph.state import FusionInput, SynthesisOptions
+from langfusion.graph.state import FusionInput, SynthesisOptions, loaded, plain
+from langfusion.tools.alias.callbacks import pipeline_context, relays_events
 
 FUSION_EVENT = "langfusion"
 
@@ -184,6 +176,7 @@ class Analyses:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, key: str) -> FusionResult | None:
+        """The analysis kept for the conversation ``key``, if any."""
         with self._lock:
             result = self._kept.get(key)
             if result is not None:
@@ -191,6 +184,7 @@ class Analyses:
             return result
 
     def keep(self, key: str, result: FusionResult) -> None:
+        """Keep ``result`` for the conversation ``key``, forgetting the oldest beyond the limit."""
         with self._lock:
             self._kept[key] = result
             self._kept.move_to_end(key)
@@ -229,52 +223,6 @@ def synthesis_options(
     return cast(SynthesisOptions, options) if options else None
 
 
-def nested_callbacks(
-    run: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-) -> BaseCallbackManager | None:
-    """Callbacks for the pipeline's runs, nested under the alias's own ``run``."""
-    if run is None:
-        return None
-    nested = CallbackManager(handlers=[], parent_run_id=run.run_id)
-    nested.set_handlers(run.inheritable_handlers)
-    nested.add_tags(run.inheritable_tags)
-    nested.add_metadata(run.inheritable_metadata)
-    return nested
-
-
-def without_usage_counters(manager: BaseCallbackManager | None) -> BaseCallbackManager | None:
-    """``manager`` with token-usage counters left out.
-
-    The alias's own message totals every call the pipeline made; a usage
-    counter that also saw the pipeline's calls would count them twice.
-    """
-    if manager is not None:
-        for handler in list(manager.handlers):
-            if isinstance(handler, UsageMetadataCallbackHandler):
-                manager.remove_handler(handler)
-    return manager
-
-
-def _pipeline_context() -> contextvars.Context:
-    """A copy of this context for the pipeline's task, with two things unset.
-
-    The config of whatever runnable called the alias (LangGraph merges it
-    into a graph's config, so the pipeline would nest under that caller and
-    not under the alias's own run), and ``get_usage_metadata_callback``
-    counters, which join every run configured in their context: the pipeline's
-    calls are counted once, in the alias's own message.
-    """
-    context = contextvars.copy_context()
-    context.run(var_child_runnable_config.set, None)
-    with contextlib.suppress(ImportError):
-        from langchain_core.tracers.context import _configure_hooks
-
-        for var, *_ in _configure_hooks:
-            if isinstance(context.run(var.get), UsageMetadataCallbackHandler):
-                context.run(var.set, None)
-    return context
-
-
 _DONE = object()
 
 
@@ -300,11 +248,11 @@ async def run_alias(
     )
     inputs: dict[str, Any] = {"messages": messages}
     if earlier is not None:
-        inputs["reuse"] = earlier
+        inputs["reuse"] = plain(earlier)
     if options:
         inputs["synthesis_options"] = options
     items: asyncio.Queue[Any] = asyncio.Queue()
-    relay = config.get("callbacks") is not None
+    relay = relays_events(config.get("callbacks"))
 
     async def produce() -> None:
         try:
@@ -322,7 +270,7 @@ async def run_alias(
         finally:
             items.put_nowait(_DONE)
 
-    producer = asyncio.get_running_loop().create_task(produce(), context=_pipeline_context())
+    producer = asyncio.get_running_loop().create_task(produce(), context=pipeline_context(config))
     text = _AnswerText()
     final: dict[str, Any] = {}
     reply: BaseMessage | None = None
@@ -348,7 +296,7 @@ async def run_alias(
             producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await producer
-    result: FusionResult | None = final.get("result")
+    result = loaded(FusionResult, final.get("result"))
     if result is None:
         raise FusionError(
             FusionResult.failure("The run ended without a result.", "invalid_request")

@@ -24,9 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import openai
+from typing import Any
 
 from langfusion.graph.errors import (
     ORIGINAL_STATUS_HEADER,
@@ -41,17 +39,7 @@ from langfusion.graph.errors import (
     secret_values,
     short,
 )
-
-# The pool, transport and timeouts handed to the OpenAI SDK come from the httpx
-# it runs on (httpx2 from openai 3). An httpx 0.x client handed to it pools on
-# httpcore 1, whose cost per request grows with connections x waiting requests:
-# 4x less throughput at 100 fusions in flight (benchmarks/concurrency.py).
-if TYPE_CHECKING:
-    import httpx
-elif int(openai.__version__.split(".", 1)[0]) >= 3:
-    import httpx2 as httpx
-else:
-    import httpx
+from langfusion.graph.models.http import httpx
 
 __all__ = ["ORIGINAL_STATUS_HEADER", "CallRecord", "RedactingTransport", "call_deadline"]
 

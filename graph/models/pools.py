@@ -14,19 +14,10 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-import openai
-
-from langfusion.graph.transport import RedactingTransport, _RedactingSyncTransport
-
-# The httpx the OpenAI SDK runs on (httpx2 from openai 3); see graph/transport.py.
-if TYPE_CHECKING:
-    import httpx
-elif int(openai.__version__.split(".", 1)[0]) >= 3:
-    import httpx2 as httpx
-else:
-    import httpx
+from langfusion.graph.models.http import httpx
+from langfusion.graph.models.transport import RedactingTransport, _RedactingSyncTransport
 
 __all__ = [
     "BoundedCache",

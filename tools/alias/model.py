@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
-from typing import Any, Literal, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Literal
 
-from langchain_core.callbacks import (
-    AsyncCallbackManager,
-    AsyncCallbackManagerForLLMRun,
-    BaseCallbackManager,
-    CallbackManager,
-    CallbackManagerForLLMRun,
-)
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -23,20 +17,18 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from langfusion.graph.context import API_KEY_ENV
 from langfusion.graph.models import ModelRegistry
-from langfusion.tools._alias_run import (
+from langfusion.tools._params import FusionParameters
+from langfusion.tools._sync import iterate_sync
+from langfusion.tools.alias.callbacks import pipeline_callbacks
+from langfusion.tools.alias.run import (
     FUSION_EVENT,
     Analyses,
     Ending,
     FusionError,
-    nested_callbacks,
     run_alias,
     synthesis_options,
-    without_usage_counters,
 )
-from langfusion.tools._alias_stream import STREAM_CALL, StreamCall, as_prompt, stream_run
-from langfusion.tools._params import FusionParameters
-from langfusion.tools._structured import structured_output
-from langfusion.tools._sync import iterate_sync
+from langfusion.tools.alias.structured import structured_output
 
 __all__ = ["FUSION_EVENT", "FusionChatModel", "FusionError"]
 
@@ -57,8 +49,15 @@ class FusionChatModel(FusionParameters, BaseChatModel):
     on ``response_metadata["fusion"]``; ``usage_metadata`` totals every call
     the pipeline made; progress events (panel model started, finished, failed;
     judge; synthesis) are dispatched as custom callback events named
-    ``"langfusion"``; and the pipeline's runs nest under the alias's own run
-    in callbacks and LangSmith traces.
+    ``"langfusion"``.
+
+    Where the pipeline's runs and those events nest, in callbacks and
+    LangSmith traces: under the alias's own run where LangChain gives it a run
+    manager (``invoke``, ``ainvoke``, ``batch``, ``abatch``); on ``stream`` and
+    ``astream``, and on ``invoke`` while a streaming handler listens
+    (``astream_events``, a LangGraph ``"messages"`` stream), chat-model runs
+    are leaves by LangChain's design, and they nest under the run that called
+    the alias, beside its own (see ``langfusion.tools.alias.callbacks``).
 
     A run with nothing usable (every panel model failed, a missing key) or
     whose synthesis failed raises ``FusionError``, whose ``result`` keeps the
@@ -85,7 +84,8 @@ class FusionChatModel(FusionParameters, BaseChatModel):
     ``ModelRegistry(base_url=...)`` given as ``model_factory``), instead of
     ``OPENROUTER_API_KEY``."""
     streaming: bool = False
-    """Kept for LangChain's convention; the alias always streams its synthesis, so every
+    """LangChain's switch: ``True`` makes ``invoke`` stream too, ``False`` (given) makes
+    ``stream`` answer in one chunk. The alias streams its synthesis either way, so every
     call path sends each token of the answer to the callbacks' ``on_llm_new_token``."""
 
     _analyses: Analyses = PrivateAttr(default_factory=Analyses)
@@ -196,114 +196,17 @@ class FusionChatModel(FusionParameters, BaseChatModel):
             self, schema, method=method, include_raw=include_raw, strict=strict
         )
 
-    # LangChain calls `_stream` from invoke() too when a streaming handler is
-    # attached (astream_events, a LangGraph "messages" stream), without the
-    # run's callbacks; invoke() takes `_generate` instead, which has them and
-    # still sends every token to those handlers.
-    def invoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        """Answer with the synthesis.
-
-        Raises:
-            ValueError: ``input`` is not a question or a conversation.
-            FusionError: Nothing usable came out, or the synthesis failed.
-        """
-        return super().invoke(as_prompt(input), config, stop=stop, **kwargs)
-
-    async def ainvoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        """Answer with the synthesis.
-
-        Raises:
-            ValueError: ``input`` is not a question or a conversation.
-            FusionError: Nothing usable came out, or the synthesis failed.
-        """
-        return await super().ainvoke(as_prompt(input), config, stop=stop, **kwargs)
-
-    def _should_stream(self, *, async_api: bool, **kwargs: Any) -> bool:
-        return bool(kwargs.get("stream")) and super()._should_stream(async_api=async_api, **kwargs)
-
-    def stream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Iterator[AIMessageChunk]:
-        """Stream the synthesis token by token; closing the stream early cancels the run."""
-        config, callbacks = stream_run(config, CallbackManager)
-        # BaseChatModel.stream is a generator: closing it ends the run.
-        chunks = cast(
-            Generator[AIMessageChunk, None, None],
-            super().stream(as_prompt(input), config, stop=stop, **kwargs),
-        )
-        call = StreamCall(callbacks)
-        try:
-            token = STREAM_CALL.set(call)
-            try:
-                first = next(chunks, None)
-            finally:
-                STREAM_CALL.reset(token)
-            if first is not None:
-                yield first
-                yield from chunks
-        finally:
-            chunks.close()
-            call.close()
-
-    async def astream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[AIMessageChunk]:
-        """Stream the synthesis token by token; closing the stream early cancels the run."""
-        config, callbacks = stream_run(config, AsyncCallbackManager)
-        chunks = cast(
-            AsyncGenerator[AIMessageChunk, None],
-            super().astream(as_prompt(input), config, stop=stop, **kwargs),
-        )
-        call = StreamCall(callbacks)
-        try:
-            token = STREAM_CALL.set(call)
-            try:
-                first = await anext(chunks, None)
-            finally:
-                STREAM_CALL.reset(token)
-            if first is not None:
-                yield first
-                async for chunk in chunks:
-                    yield chunk
-        finally:
-            await chunks.aclose()
-            await call.aclose()
-
     def _run(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
-        callbacks: BaseCallbackManager | None,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
     ) -> AsyncGenerator[str | Ending, None]:
         options = synthesis_options(
             type(self).__name__, stop or self.stop, {"max_tokens": self.max_tokens, **kwargs}
         )
-        config = self.run_config(RunnableConfig(callbacks=without_usage_counters(callbacks)))
+        config = self.run_config(RunnableConfig(callbacks=pipeline_callbacks(run_manager)))
         return run_alias(self.graph, self.context, self._analyses, messages, options, config)
 
     def _chunk(self, piece: str | Ending) -> ChatGenerationChunk:
@@ -318,16 +221,15 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call = STREAM_CALL.get()
-        callbacks = nested_callbacks(run_manager) or (call.callbacks if call else None)
-        pieces = self._run(messages, stop, callbacks, kwargs)
-        if call:
-            call.keep(pieces)
-        async for piece in pieces:
-            chunk = self._chunk(piece)
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        pieces = self._run(messages, stop, run_manager, kwargs)
+        try:
+            async for piece in pieces:
+                chunk = self._chunk(piece)
+                if run_manager:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        finally:
+            await pieces.aclose()  # a stream closed early cancels the run now
 
     def _stream(
         self,
@@ -336,16 +238,16 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call = STREAM_CALL.get()
-        callbacks = nested_callbacks(run_manager) or (call.callbacks if call else None)
-        pieces = iterate_sync(lambda: self._run(messages, stop, callbacks, kwargs))
-        if call:
-            call.keep(pieces)
-        for piece in pieces:
-            chunk = self._chunk(piece)
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        run = self._run(messages, stop, run_manager, kwargs)
+        pieces = iterate_sync(lambda: run)
+        try:
+            for piece in pieces:
+                chunk = self._chunk(piece)
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        finally:
+            pieces.close()
 
     async def _agenerate(
         self,
@@ -355,8 +257,7 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         ending: Ending | None = None
-        callbacks = nested_callbacks(run_manager)
-        async for piece in self._run(messages, stop, callbacks, kwargs):
+        async for piece in self._run(messages, stop, run_manager, kwargs):
             if isinstance(piece, Ending):
                 ending = piece
             elif run_manager:
@@ -371,8 +272,8 @@ class FusionChatModel(FusionParameters, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         ending: Ending | None = None
-        callbacks = nested_callbacks(run_manager)
-        for piece in iterate_sync(lambda: self._run(messages, stop, callbacks, kwargs)):
+        run = self._run(messages, stop, run_manager, kwargs)
+        for piece in iterate_sync(lambda: run):
             if isinstance(piece, Ending):
                 ending = piece
             elif run_manager:

@@ -18,7 +18,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
 if TYPE_CHECKING:
-    from langfusion.tools.chat_model import FusionChatModel
+    from langfusion.tools.alias.model import FusionChatModel
 
 Method = Literal["function_calling", "json_schema", "json_mode"]
 _METHODS = ("function_calling", "json_schema", "json_mode")
