@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         DEPTH_HEADER,
         ModelFactory,
         ModelRegistry,
+        ModelTraits,
         default_registry,
         register_model,
     )
@@ -82,6 +83,7 @@ _HOMES = {
     "default_registry": "models",
     "judge_schema": "judge",
     "register_model": "models",
+    "ModelTraits": "models",
     "result_markdown": "render",
 }
 
@@ -104,6 +106,7 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelFactory",
     "ModelRegistry",
+    "ModelTraits",
     "PRESETS",
     "PanelResponse",
     "PartialCoverage",

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-Preset = Literal["quality", "budget", "local"]
+Preset = Literal["quality", "budget", "local", "general-high", "general-budget"]
 ReasoningEffort = Literal["minimal", "low", "medium", "high"]
 
 API_KEY_ENV = "OPENROUTER_API_KEY"
@@ -54,6 +54,10 @@ PRESETS: dict[Preset, PresetModels] = {
         judge=LOCAL_SLUG,
     ),
 }
+# OpenRouter's names for the same two sets.
+PRESET_ALIASES: dict[Preset, Preset] = {"general-high": "quality", "general-budget": "budget"}
+PRESETS["general-high"] = PRESETS["quality"]
+PRESETS["general-budget"] = PRESETS["budget"]
 
 
 def default_preset() -> Preset:
@@ -82,11 +86,14 @@ class FusionContext:
         model: Slug of the judge. Defaults to the preset's judge.
         synthesis_model: Slug that writes the final answer. Defaults to ``model``.
         max_tool_calls: Web tool calls allowed in each panel or judge call (1 to 16).
-        max_completion_tokens: Cap on each panel completion; ``None`` is the provider's default.
+        max_completion_tokens: Cap on each panel and judge completion; ``None`` is
+            16000 for slugs served by OpenRouter (as its Fusion), else the provider's default.
         temperature: Panel temperature; the judge always runs at 0.
         reasoning: Reasoning effort passed to models that take one.
         preset: Named panel and judge; ``None`` is ``quality``, or ``local``
-            when no ``OPENROUTER_API_KEY`` is set and no models are named.
+            when no ``OPENROUTER_API_KEY`` is set and no models are named
+            (OpenRouter's ``general-high`` and ``general-budget`` are
+            ``quality`` and ``budget``).
         timeout_s: Deadline of each panel call, its retries included.
         judge_timeout_s: Deadline of the judge, its retries included.
         synthesis_timeout_s: Deadline of the synthesis, its retries included.
@@ -119,11 +126,12 @@ class FusionContext:
         None, "model writing the answer (default: the judge)", metavar="SLUG"
     )
     max_tool_calls: int = _param(
-        8, "web tool calls allowed per panel or judge call (1 to 16)", metavar="N"
+        4, "web tool calls allowed per panel or judge call (1 to 16)", metavar="N"
     )
     max_completion_tokens: int | None = _param(
         None,
-        "cap on each panel completion (default: the provider's)",
+        "cap on each panel and judge completion (default: 16000 for slugs served by "
+        "OpenRouter, else the provider's)",
         option="--max-tokens",
         metavar="N",
     )
@@ -132,7 +140,9 @@ class FusionContext:
     )
     reasoning: ReasoningEffort | None = _param(None, "reasoning effort for models that take one")
     preset: Preset | None = _param(
-        None, "named panel and judge (default: quality, or local without an API key)"
+        None,
+        "named panel and judge (default: quality, or local without an API key; "
+        "general-high and general-budget are quality and budget)",
     )
     timeout_s: float = _param(
         180.0,
@@ -215,6 +225,7 @@ class FusionContext:
             _check_literal("preset", self.preset, Preset)
         named = self.analysis_models is not None or self.model is not None
         preset = self.preset or ("quality" if named else default_preset())
+        preset = PRESET_ALIASES.get(preset, preset)
         defaults = PRESETS[preset]
 
         panel = _panel(self.analysis_models) if self.analysis_models is not None else defaults.panel

@@ -33,7 +33,7 @@ from langfusion.graph.prompts import (
     JUDGE_VERIFY,
     TRUNCATED,
 )
-from langfusion.graph.scaffolding import without_echoes
+from langfusion.graph.scaffolding import cleaned
 from langfusion.graph.schema import (
     Analysis,
     AnalysisMeta,
@@ -81,12 +81,18 @@ class Panel:
         }
         return cls(labels=labels, responses=tuple(order))
 
-    def meta(self, dropped: Sequence[DroppedCitation] = (), repaired: bool = False) -> AnalysisMeta:
+    def meta(
+        self,
+        dropped: Sequence[DroppedCitation] = (),
+        repaired: bool = False,
+        dropped_entries: int = 0,
+    ) -> AnalysisMeta:
         """How the analysis of this panel was made: what was compared, dropped, repaired."""
         return AnalysisMeta(
             responses_compared=len(self.responses),
             degraded="single_response" if len(self.responses) == 1 else None,
             dropped_citations=list(dropped),
+            dropped_entries=dropped_entries,
             repaired=repaired,
         )
 
@@ -189,8 +195,9 @@ async def judge_panel(
     if outcome.verdict is None:
         return Judgement(None, panel.meta(), usage, outcome.failure, cited)
     analysis, dropped = outcome.verdict.analysis().attributed(panel.labels)
-    analysis = without_echoes(analysis)
-    return Judgement(analysis, panel.meta(dropped, outcome.repaired), usage, None, cited)
+    analysis, emptied = cleaned(analysis, [r.model for r in panel.responses])
+    meta = panel.meta(dropped, outcome.repaired, emptied)
+    return Judgement(analysis, meta, usage, None, cited)
 
 
 async def structured_verdict(

@@ -75,6 +75,7 @@ _FRESH_RUN: dict[str, Any] = {
     "judge_usage": None,
     "synthesis_usage": None,
     "synthesis_failure": None,
+    "answer_truncated": False,
     "result": None,
     "answer": "",
 }
@@ -112,7 +113,11 @@ class Nodes:
             if ctx.stream_panel_tokens:
                 settings["stream"] = True
         elif role == "judge":
-            settings |= {"temperature": 0.0, "timeout": ctx.judge_timeout_s}
+            settings |= {
+                "temperature": 0.0,
+                "max_tokens": ctx.max_completion_tokens,
+                "timeout": ctx.judge_timeout_s,
+            }
         else:
             settings |= {"timeout": ctx.synthesis_timeout_s}
         return cancellable(self.factory(slug, **settings))  # whatever factory built it
@@ -220,14 +225,16 @@ class Nodes:
             raise PanelDeadlineError(f"no answer within timeout_s={ctx.timeout_s:g}s") from exc
         check_not_refused(outcome.message)
         content = message_text(outcome.message)
+        truncated = outcome.message.response_metadata.get("finish_reason") == "length"
         if not content.strip():
-            raise EmptyCompletionError("the model returned an empty answer")
+            raise EmptyCompletionError(_empty_because(truncated, ctx.max_completion_tokens))
         response = PanelResponse(
             model=slug,
             content=content,
             usage=Usage.with_cost(outcome.usage, call.cost),
             latency_s=round(time.monotonic() - started, 3),
             tool_calls=outcome.tool_calls,
+            truncated=truncated,
         )
         usage = response.usage
         tokens, cost = (usage.output_tokens, usage.cost) if usage else (None, None)
@@ -384,6 +391,7 @@ class Nodes:
         )
         update: dict[str, Any] = {
             "answer": answer,
+            "answer_truncated": reply.response_metadata.get("finish_reason") == "length",
             "synthesis_usage": plain(usage) if usage else None,
         }
         # Under the streamed reply's own id: the "messages" stream has carried it
@@ -401,6 +409,17 @@ class Nodes:
         """Assemble the SPEC result of a run that reached the judge."""
         result = run_result(state, _context(runtime).panel, _context(runtime).judge)
         return {"result": plain(result), "answer": state.get("answer") or ""}
+
+
+def _empty_because(truncated: bool, cap: int | None) -> str:
+    if not truncated:
+        return "the model returned an empty answer"
+    limit = f"max_completion_tokens={cap}" if cap else "the provider's completion cap"
+    return (
+        f"the model returned no visible text: it stopped at {limit} (finish_reason "
+        "'length'), its reasoning having used the whole cap; raise max_completion_tokens "
+        "or lower the reasoning effort"
+    )
 
 
 def _after_judge(ctx: FusionContext) -> str:

@@ -50,6 +50,7 @@ def run_result(state: FusionState, panel: Sequence[str], judge: str) -> FusionRe
         judge_usage=judge_usage,
         analysis_meta=loaded(AnalysisMeta, state.get("analysis_meta")),
         citations=merged(all_loaded(Citation, state.get("citations"))),
+        answer_truncated=bool(state.get("answer_truncated")) and not synthesis_failure,
         usage=RunUsage(
             panel=panel_usage,
             judge=judge_usage or Usage(),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from langfusion.graph.schema import Analysis, FusionResult, RunUsage, Step
 
@@ -10,7 +11,7 @@ __all__ = ["result_markdown"]
 
 
 def result_markdown(
-    result: FusionResult, *, answer: str | None = None, responses: bool = False
+    result: FusionResult | Mapping[str, Any], *, answer: str | None = None, responses: bool = False
 ) -> str:
     """Render a result as Markdown: the panel, the analysis and the answer.
 
@@ -20,7 +21,8 @@ def result_markdown(
     and blind spots, each with the models it concerns.
 
     Args:
-        result: The result of a fusion.
+        result: The result of a fusion, as a model or as its JSON data (the
+            graph's ``out["result"]``).
         answer: The synthesis, shown last; ``None`` leaves the section out
             (the result does not carry it), ``""`` says that none came back.
         responses: Also show every panel model's full answer.
@@ -28,6 +30,8 @@ def result_markdown(
     Returns:
         The Markdown text.
     """
+    if not isinstance(result, FusionResult):
+        result = FusionResult.model_validate(result)
     blocks: list[str] = []
     if result.status == "error":
         blocks.append(f"**Fusion failed** (`{result.failure_reason}`): {result.error}")
@@ -50,6 +54,8 @@ def result_markdown(
             blocks += ["## Sources", "\n".join(_sources(result))]
         if answer is not None:
             blocks += ["## Answer", answer.strip() or "_No answer: the synthesis failed._"]
+            if answer.strip() and result.answer_truncated:
+                blocks.append("_The answer stopped at its token cap: it is cut short._")
     usage = result.usage
     total = usage.total.total_tokens
     if total:
@@ -100,7 +106,8 @@ def _panel_table(result: FusionResult) -> Iterator[str]:
     for r in result.responses:
         tokens = r.usage.output_tokens if r.usage else ""
         seconds = f"{r.latency_s:.1f}" if r.latency_s is not None else ""
-        yield f"| {_cell(r.model)} | {tokens} | {seconds} | {_cell(r.content, 120)} |"
+        cut = " _(cut at its token cap)_" if r.truncated else ""
+        yield f"| {_cell(r.model)} | {tokens} | {seconds} | {_cell(r.content, 120)}{cut} |"
     for f in result.failed_models:
         yield f"| {_cell(f.model)} | | | failed ({f.failure_reason}): {_cell(f.error)} |"
 

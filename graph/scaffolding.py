@@ -1,10 +1,13 @@
-"""Analysis text that only repeats langfusion's own judge prompt, removed.
+"""Analysis entries that say nothing, removed and counted, whatever model judged.
 
 A small judge (the embedded base model) copies its prompt into the fields it
 fills: its instructions ("what none of the answers addresses but a careful
 expert would") or its tags (``<response>``). That is scaffolding, never a
 finding. An item holding a run of ``_RUN`` words from the judge's prompt or
-schema, or one of its tags, is dropped.
+schema, or one of its tags, is dropped. So is an item left with fewer than
+two words once response labels and model slugs are taken out ("Response B",
+"local/gemma-3-270m#2", ":{", a bare "Yes"): a label or a slug stands for a
+model, not for a point.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Sequence
 
 from langfusion.graph import prompts
 from langfusion.graph.schema import Analysis, JudgeVerdict
@@ -56,17 +60,62 @@ def echoes_prompt(text: str) -> bool:
     return any(tuple(words[i : i + _RUN]) in runs for i in range(len(words) - _RUN + 1))
 
 
-def without_echoes(analysis: Analysis) -> Analysis:
-    """``analysis`` without the items that only repeat the judge's instructions."""
-    keep = [c for c in analysis.contradictions if not echoes_prompt(c.topic)]
-    return Analysis(
-        consensus=[c for c in analysis.consensus if not echoes_prompt(c)],
-        contradictions=[
-            c.model_copy(update={"stances": stances})
-            for c in keep
-            if (stances := [s for s in c.stances if not echoes_prompt(s.stance)])
-        ],
-        partial_coverage=[p for p in analysis.partial_coverage if not echoes_prompt(p.point)],
-        unique_insights=[u for u in analysis.unique_insights if not echoes_prompt(u.insight)],
-        blind_spots=[b for b in analysis.blind_spots if not echoes_prompt(b)],
+_LABEL = re.compile(r"\bresponse\s+[a-z]\b", re.IGNORECASE)
+# A model slug as OpenRouter spells one (``~openai/gpt-latest``, ``local/gemma-3-270m#2``).
+_SLUG = re.compile(r"~?[\w.-]+/[\w.:~-]+(?:#\d+)?")
+_POINT_WORD = re.compile(r"[^\W_]+")
+
+
+def says_nothing(text: str, slugs: Sequence[str] = (), *, fewest_words: int = 2) -> bool:
+    """Whether ``text`` is no finding: an echo of the prompt, or too few words of its own.
+
+    Args:
+        text: An analysis entry.
+        slugs: The panel's model slugs, taken out with the response labels.
+        fewest_words: Words an entry needs once those are out (a stance, a
+            part of an entry, may be one word: "Yes").
+    """
+    if echoes_prompt(text):
+        return True
+    for slug in sorted(slugs, key=len, reverse=True):
+        text = text.replace(slug, " ")
+    text = _SLUG.sub(" ", _LABEL.sub(" ", text))
+    return len(_POINT_WORD.findall(text)) < fewest_words
+
+
+def cleaned(analysis: Analysis, slugs: Sequence[str] = ()) -> tuple[Analysis, int]:
+    """``analysis`` without the entries that say nothing, and how many entries went.
+
+    A contradiction goes whole when its topic says nothing or no stance is
+    left; a stance with no word of its own goes alone and is counted.
+    """
+    dropped = 0
+
+    def kept(texts: Sequence[str]) -> list[str]:
+        nonlocal dropped
+        left = [t for t in texts if not says_nothing(t, slugs)]
+        dropped += len(texts) - len(left)
+        return left
+
+    contradictions = []
+    for contradiction in analysis.contradictions:
+        stances = [
+            s for s in contradiction.stances if not says_nothing(s.stance, slugs, fewest_words=1)
+        ]
+        dropped += len(contradiction.stances) - len(stances)
+        if stances and not says_nothing(contradiction.topic, slugs):
+            contradictions.append(contradiction.model_copy(update={"stances": stances}))
+        else:
+            dropped += 1
+    partial = [p for p in analysis.partial_coverage if not says_nothing(p.point, slugs)]
+    insights = [u for u in analysis.unique_insights if not says_nothing(u.insight, slugs)]
+    dropped += len(analysis.partial_coverage) - len(partial)
+    dropped += len(analysis.unique_insights) - len(insights)
+    result = Analysis(
+        consensus=kept(analysis.consensus),
+        contradictions=contradictions,
+        partial_coverage=partial,
+        unique_insights=insights,
+        blind_spots=kept(analysis.blind_spots),
     )
+    return result, dropped

@@ -249,12 +249,16 @@ class AnalysisMeta(BaseModel):
         degraded: ``"single_response"`` when it compared one answer (its
             consensus and contradictions are then not a comparison), else ``None``.
         dropped_citations: Citations of models that were not on the panel, removed.
+        dropped_entries: Entries that said nothing, removed: an echo of the judge's
+            prompt, or fewer than two words once response labels and model
+            slugs are taken out ("Response B", ":{", a bare "Yes").
         repaired: The judge's output was not clean JSON and was repaired.
     """
 
     responses_compared: int
     degraded: Literal["single_response"] | None = None
     dropped_citations: list[DroppedCitation] = Field(default_factory=list)
+    dropped_entries: int = 0
     repaired: bool = False
 
 
@@ -274,6 +278,8 @@ class PanelResponse(BaseModel):
     usage: Usage | None = None
     latency_s: float | None = None
     tool_calls: int = 0
+    # The answer stopped at its token cap (finish_reason "length"); in the JSON only then.
+    truncated: bool = Field(default=False, exclude_if=lambda cut: not cut)
 
 
 class FailedModel(BaseModel):
@@ -331,6 +337,8 @@ class FusionResult(BaseModel):
     usage: RunUsage = Field(default_factory=RunUsage)
     analysis_meta: AnalysisMeta | None = None
     citations: list[Citation] = Field(default_factory=list)
+    # The synthesis stopped at its token cap; in the JSON only then.
+    answer_truncated: bool = Field(default=False, exclude_if=lambda cut: not cut)
 
     @model_serializer(mode="wrap")
     def _spec_shape(self, handler: Any) -> dict[str, Any]:

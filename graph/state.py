@@ -175,6 +175,7 @@ class FusionState(TypedDict):
     judge_usage: NotRequired[Plain | None]
     synthesis_usage: NotRequired[Plain | None]
     synthesis_failure: NotRequired[str | None]
+    answer_truncated: NotRequired[bool]
     result: NotRequired[Plain | None]
     answer: NotRequired[str]
 

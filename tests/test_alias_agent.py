@@ -114,8 +114,10 @@ def test_the_sync_agent_and_its_streams_deliberate_once_too(server: OpenAIServer
     assert out["messages"][-1].content == ANSWER
     assert asked(server) == {"p/one": 1, "p/two": 1, "judge/model": 1}
 
-    # Streamed as LangGraph streams an agent: the alias's tokens come through, and its
-    # pipeline still runs under the alias's own run with its progress events.
+    # Streamed as LangGraph streams an agent: the alias's tokens come through. A
+    # "messages" stream makes LangChain call the alias's _stream without a run
+    # manager, so its pipeline runs under the agent's model node, beside the
+    # alias's own run, with its progress events.
     runs = Runs()
     tokens = [
         chunk.content
@@ -129,10 +131,12 @@ def test_the_sync_agent_and_its_streams_deliberate_once_too(server: OpenAIServer
     assert "".join(str(t) for t in tokens).endswith(ANSWER)
     assert asked(server) == {"p/one": 2, "p/two": 2, "judge/model": 2}
     first, second = runs.aliases()
-    nested = {runs.name[r] for r in runs.parent if first in runs.ancestors(r)}
-    assert {"fusion", *DELIBERATION, "synth/model"} <= nested
-    assert "panel_started" in [e["event"] for run, e in runs.events if run == first]
-    assert [e["event"] for run, e in runs.events if run == second] == [
+    assert runs.under(first) == runs.under(second) == set()
+    node = runs.parent[first]
+    assert node is not None and runs.name[node] == "model"
+    assert {"fusion", *DELIBERATION, "synth/model"} <= runs.under(node)
+    assert "panel_started" in runs.progress(node)
+    assert runs.progress(runs.parent[second]) == [  # type: ignore[arg-type]
         "analysis_reused",
         "synthesis_started",
     ]

@@ -1,10 +1,12 @@
 """The model alias on every call path, over the loopback wire: what a LangChain caller gets.
 
 Each of ``invoke``, ``ainvoke``, ``stream``, ``astream``, ``batch`` and
-``abatch`` must give the same answer, the same progress events, the
-pipeline's runs nested under the alias's own run, ``usage_metadata`` totalling
-every call, ``response_metadata["model_name"]`` and a usage callback that
-counts it once.
+``abatch`` must give the same answer, ``usage_metadata`` totalling every call,
+``response_metadata["model_name"]`` and a usage callback that counts it once.
+Where the pipeline's runs and progress events go is LangChain's to say: under
+the alias's own run where it hands the alias a run manager (``invoke``,
+``ainvoke``, ``batch``, ``abatch``); on ``stream``/``astream``, where a chat-model
+run is a leaf, under the run that called the alias, beside its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from uuid import UUID
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers import LangChainTracer
 from langchain_core.tracers.langchain import wait_for_all_tracers
 from langsmith import Client
@@ -39,7 +42,9 @@ PANEL = ("p/one", "p/two")
 USAGE = {"input_tokens": 44, "output_tokens": 28, "total_tokens": 72}
 MODEL_NAME = "fusion:synth/model"
 EVENTS = sorted(["panel_started"] * 2 + ["panel_finished"] * 2)
-PATHS = ["invoke", "ainvoke", "stream", "astream", "batch", "abatch"]
+RUN_MANAGER_PATHS = ["invoke", "ainvoke", "batch", "abatch"]
+STREAM_PATHS = ["stream", "astream"]
+PATHS = RUN_MANAGER_PATHS + STREAM_PATHS
 
 
 @pytest.fixture
@@ -83,12 +88,13 @@ def answers(llm: Any, path: str, config: dict[str, Any], question: Any = QUESTIO
 
 
 class Runs(BaseCallbackHandler):
-    """What a caller's handler sees: every run with its parent, and the custom events."""
+    """What a caller's handler sees: every run with its parent, the tokens and the events."""
 
     def __init__(self) -> None:
         self.parent: dict[UUID, UUID | None] = {}
         self.name: dict[UUID, str] = {}
         self.models: list[UUID] = []
+        self.tokens: dict[UUID, list[str]] = {}
         self.events: list[tuple[UUID, dict[str, Any]]] = []
         self._lock = threading.Lock()
 
@@ -108,6 +114,10 @@ class Runs(BaseCallbackHandler):
         with self._lock:
             self.models.append(run_id)
 
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kw: Any) -> None:
+        with self._lock:
+            self.tokens.setdefault(run_id, []).append(token)
+
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kw: Any) -> None:
         if name == "langfusion":
             with self._lock:
@@ -119,20 +129,28 @@ class Runs(BaseCallbackHandler):
             chain.append(run_id)
         return chain
 
+    def under(self, run_id: UUID) -> set[str]:
+        """The names of every run nested under ``run_id``."""
+        return {self.name[r] for r in self.parent if run_id in self.ancestors(r)}
+
     def aliases(self) -> list[UUID]:
-        """The alias's own runs: the chat-model runs under no other chat-model run."""
-        return [r for r in self.models if not set(self.ancestors(r)) & set(self.models)]
+        """The alias's own runs, in the order they started."""
+        return [r for r in self.models if self.name[r] == "FusionChatModel"]
+
+    def progress(self, run_id: UUID) -> list[str]:
+        """The progress events dispatched under ``run_id``."""
+        return [data["event"] for run, data in self.events if run == run_id]
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_every_call_path_gives_the_same_answer_events_usage_and_nesting(
-    server: OpenAIServer, path: str
-) -> None:
-    llm = alias(server)
-    runs = Runs()
-    with get_usage_metadata_callback() as counted:
-        messages = answers(llm, path, {"callbacks": [runs]})
+PIPELINE = {"fusion", *PANEL, "judge/model", "synth/model"}
 
+
+def assert_progress(events: list[str]) -> None:
+    assert sorted(e for e in events if e.startswith("panel")) == EVENTS
+    assert events[-3:] == ["judge_started", "judge_finished", "synthesis_started"]
+
+
+def assert_answers(messages: list[Any], counted: Any) -> None:
     for message in messages:
         assert message.content == ANSWER
         assert message.usage_metadata == USAGE
@@ -142,29 +160,86 @@ def test_every_call_path_gives_the_same_answer_events_usage_and_nesting(
     total = {k: v * len(messages) for k, v in USAGE.items()}
     assert {k: dict(v) for k, v in counted.usage_metadata.items()} == {MODEL_NAME: total}
 
+
+def called_by_a_chain(llm: FusionChatModel) -> Any:
+    """The alias as the last step of a chain: the run that calls it."""
+    return (RunnableLambda(lambda question: question) | llm).with_config(run_name="caller")
+
+
+@pytest.mark.parametrize("path", RUN_MANAGER_PATHS)
+def test_where_the_alias_gets_a_run_manager_the_pipeline_nests_under_its_run(
+    server: OpenAIServer, path: str
+) -> None:
+    llm = alias(server)
+    runs = Runs()
+    with get_usage_metadata_callback() as counted:
+        messages = answers(llm, path, {"callbacks": [runs]})
+
+    assert_answers(messages, counted)
     roots = runs.aliases()
     assert len(roots) == len(messages)
     for root in roots:
-        nested = {runs.name[r] for r in runs.parent if root in runs.ancestors(r)}
-        assert {"fusion", *PANEL, "judge/model", "synth/model"} <= nested, nested
-        events = [data["event"] for run, data in runs.events if run == root]
-        assert sorted(e for e in events if e.startswith("panel")) == EVENTS
-        assert events[-3:] == ["judge_started", "judge_finished", "synthesis_started"]
+        assert runs.parent[root] is None
+        assert PIPELINE <= runs.under(root), runs.under(root)
+        assert_progress(runs.progress(root))
+        assert "".join(runs.tokens[root]) == ANSWER
     assert len(server.requests_for("synth/model")) == len(messages)
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+def test_a_stream_nests_the_pipeline_under_its_caller_beside_the_alias_run(
+    server: OpenAIServer, path: str
+) -> None:
+    # LangChain calls _stream without a run manager: the alias's run is a leaf.
+    runs = Runs()
+    with get_usage_metadata_callback() as counted:
+        messages = answers(called_by_a_chain(alias(server)), path, {"callbacks": [runs]})
+
+    assert_answers(messages, counted)
+    (run,) = runs.aliases()
+    assert runs.under(run) == set()
+    assert "".join(runs.tokens[run]) == ANSWER
+    caller = runs.parent[run]
+    assert caller is not None and runs.name[caller] == "caller"
+    assert PIPELINE <= runs.under(caller), runs.under(caller)
+    assert_progress(runs.progress(caller))
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+def test_a_stream_called_directly_shows_its_callbacks_the_answer_only(
+    server: OpenAIServer, path: str
+) -> None:
+    # No run called the alias, so the pipeline nests under none: the callbacks
+    # handed to stream() see the alias's run and its tokens, and nothing else.
+    runs = Runs()
+    with get_usage_metadata_callback() as counted:
+        messages = answers(alias(server), path, {"callbacks": [runs]})
+
+    assert_answers(messages, counted)
+    (run,) = runs.aliases()
+    assert list(runs.name) == [run] and runs.events == []
+    assert "".join(runs.tokens[run]) == ANSWER
+    assert len(server.requests_for("synth/model")) == 1
 
 
 @pytest.mark.parametrize(
     ("path", "traced_by"),
-    [*((path, "a tracer") for path in PATHS), ("invoke", "context"), ("astream", "context")],
+    [
+        *((path, "a tracer") for path in PATHS),
+        ("invoke", "context"),
+        ("astream", "context"),
+    ],
 )
-def test_every_call_path_nests_the_pipeline_under_the_alias_in_langsmith(
+def test_every_call_path_traces_the_pipeline_in_langsmith(
     server: OpenAIServer, path: str, traced_by: str
 ) -> None:
+    streamed = path in STREAM_PATHS
     with CaptureServer() as capture:
         client = Client(api_url=capture.url, api_key="lsv2-test", auto_batch_tracing=False)
         if traced_by == "a tracer":
             tracer = LangChainTracer(client=client, project_name="langfusion-tests")
-            messages = answers(alias(server), path, {"callbacks": [tracer]})
+            llm = called_by_a_chain(alias(server)) if streamed else alias(server)
+            messages = answers(llm, path, {"callbacks": [tracer]})
             tracer.wait_for_futures()
         else:  # as LANGSMITH_TRACING=true does it
             with tracing_context(client=client, project_name="langfusion-tests", enabled=True):
@@ -174,21 +249,42 @@ def test_every_call_path_nests_the_pipeline_under_the_alias_in_langsmith(
         traced = capture.runs()
     assert [m.content for m in messages] == [ANSWER] * len(messages)
     roots = [r for r in traced.values() if not r.get("parent_run_id")]
-    assert [(r["run_type"], r["name"]) for r in roots] == [("llm", "FusionChatModel")] * len(
-        messages
-    )
-    for root in roots:
-        in_trace = [r for r in traced.values() if r["trace_id"] == root["id"]]
-        (graph,) = [r for r in in_trace if r["name"] == "fusion" and r["run_type"] == "chain"]
-        assert graph["parent_run_id"] == root["id"]
-        called = [r for r in in_trace if r["run_type"] == "llm" and r is not root]
-        models = sorted(r["extra"]["metadata"]["fusion_model"] for r in called)
-        assert models == sorted([*PANEL, "judge/model", "synth/model"])
-        usage = root["outputs"]["generations"][0][0]["message"]["kwargs"]["usage_metadata"]
+    aliases = [r for r in traced.values() if r["name"] == "FusionChatModel"]
+    assert len(aliases) == len(messages)
+    if not streamed:  # each alias run is a trace, the pipeline's runs inside it
+        assert [(r["run_type"], r["name"]) for r in roots] == [("llm", "FusionChatModel")] * len(
+            messages
+        )
+    elif traced_by == "a tracer":  # one trace: the caller's, the alias and the pipeline in it
+        assert [(r["run_type"], r["name"]) for r in roots] == [("chain", "caller")]
+    else:  # nothing called the alias: its run and the pipeline are two traces
+        assert sorted((r["run_type"], r["name"]) for r in roots) == [
+            ("chain", "fusion"),
+            ("llm", "FusionChatModel"),
+        ]
+    for run in aliases:
+        usage = run["outputs"]["generations"][0][0]["message"]["kwargs"]["usage_metadata"]
         assert usage == USAGE
+        children = [r for r in traced.values() if r.get("parent_run_id") == run["id"]]
+        # The pipeline's graph: under the alias's run, else beside it (a root when alone).
+        home = run.get("parent_run_id") if streamed else run["id"]
+        (graph,) = [
+            r
+            for r in traced.values()
+            if (r["run_type"], r["name"]) == ("chain", "fusion") and r.get("parent_run_id") == home
+        ]
+        assert (graph in children) != streamed and (children == []) == streamed
+        called = [
+            metadata["fusion_model"]
+            for r in traced.values()
+            if r["trace_id"] == graph["trace_id"]
+            and r["run_type"] == "llm"
+            and "fusion_model" in (metadata := (r.get("extra") or {}).get("metadata") or {})
+        ]
+        assert sorted(called) == sorted([*PANEL, "judge/model", "synth/model"])
 
 
-@pytest.mark.parametrize("path", ["stream", "astream"])
+@pytest.mark.parametrize("path", STREAM_PATHS)
 def test_an_early_break_from_a_stream_cancels_the_run(server: OpenAIServer, path: str) -> None:
     # The synthesis streams four words, then holds its connection open without a word more.
     server.script("synth/model", Reply(ANSWER, fault="sse_hang", cut_after=4))
@@ -342,26 +438,42 @@ def test_sync_paths_leave_no_thread_or_socket_behind(server: OpenAIServer) -> No
     assert sockets() <= open_sockets
 
 
-async def test_astream_events_carries_the_answer_tokens_and_the_progress(
-    server: OpenAIServer,
+@pytest.mark.parametrize("called", ["by a chain", "directly"])
+async def test_astream_events_carries_the_answer_tokens_and_the_caller_the_progress(
+    server: OpenAIServer, called: str
 ) -> None:
+    llm = alias(server)
+    runnable = called_by_a_chain(llm) if called == "by a chain" else llm
     tokens, progress = [], []
-    async for event in alias(server).astream_events(QUESTION, version="v2"):
+    async for event in runnable.astream_events(QUESTION, version="v2"):
         if event["event"] == "on_chat_model_stream" and event["name"] == "FusionChatModel":
             tokens.append(str(event["data"]["chunk"].content))
         elif event["event"] == "on_custom_event" and event["name"] == "langfusion":
             progress.append(event["data"]["event"])
     assert "".join(tokens) == ANSWER
-    assert sorted(e for e in progress if e.startswith("panel")) == EVENTS
-    assert progress[-3:] == ["judge_started", "judge_finished", "synthesis_started"]
+    if called == "by a chain":
+        assert_progress(progress)
+    else:  # the alias's run is a leaf and nothing called it: the progress goes to no run
+        assert progress == []
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("bad", [b"\x00", [42], [], [{"role": "wizard", "content": "hi"}]])
-def test_input_that_is_no_conversation_is_refused_in_words_on_every_path(
+@pytest.mark.parametrize("bad", [b"\x00", [42], [{"role": "wizard", "content": "hi"}]])
+def test_input_that_is_no_conversation_is_refused_before_any_model_is_called(
     server: OpenAIServer, path: str, bad: Any
 ) -> None:
-    with pytest.raises(ValueError, match="messages") as refused:
+    # LangChain reads the input into messages before the alias runs, and refuses
+    # what it cannot read in its own words.
+    with pytest.raises((ValueError, NotImplementedError), match="message"):
         answers(alias(server), path, {}, question=bad)
+    assert not server.requests
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_empty_conversation_is_refused_in_words_on_every_path(
+    server: OpenAIServer, path: str
+) -> None:
+    with pytest.raises(ValueError, match="messages is empty") as refused:
+        answers(alias(server), path, {}, question=[])
     assert "chat message" in str(refused.value)
     assert not server.requests  # refused before any model was called

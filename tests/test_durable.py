@@ -185,6 +185,7 @@ async def checkpointed_panel_answers(store: str, thread_id: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # a throwaway PostgreSQL cluster and SIGKILLed child processes
 @pytest.mark.parametrize("strict", [False, True], ids=["default-serde", "strict-msgpack"])
 async def test_a_killed_run_resumes_without_calling_finished_models_again(
     server: OpenAIServer, store: str, strict: bool

@@ -142,10 +142,10 @@ INVENTED = verdict(
         },
         {"topic": "only invented sides", "stances": [{"model": "response b", "stance": "x"}]},
     ],
-    partial_coverage=[{"models": ["Response B", "Response Q"], "point": "ridership"}],
+    partial_coverage=[{"models": ["Response B", "Response Q"], "point": "ridership forecasts"}],
     unique_insights=[
         {"model": "Response Z", "insight": "forged insight"},
-        {"model": "Response A", "insight": "phasing"},
+        {"model": "Response A", "insight": "phased construction"},
     ],
 )
 
@@ -165,7 +165,7 @@ async def test_citations_of_non_panelists_are_dropped_and_listed(
     assert cited <= panel
     assert [c.topic for c in analysis.contradictions] == ["cost per km"]
     assert len(analysis.contradictions[0].stances) == 1
-    assert [u.insight for u in analysis.unique_insights] == ["phasing"]
+    assert [u.insight for u in analysis.unique_insights] == ["phased construction"]
     dropped = {(d.section, d.cited) for d in result.analysis_meta.dropped_citations}
     assert dropped == {
         ("contradictions", "Response Z"),
@@ -187,13 +187,13 @@ async def test_analysis_items_that_only_repeat_the_judge_prompt_are_removed(
         "judge/model",
         verdict(
             consensus=["claims that every answer supports", echo, "<responses> <response>"],
-            blind_spots=[echo, "upkeep"],
+            blind_spots=[echo, "track upkeep"],
         ),
     )
     graph = build_fusion_graph(model_factory=registry, web_tools=[])
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=context(PANEL[:2]))
     analysis = result_of(out).analysis
-    assert analysis.blind_spots == ["upkeep"]
+    assert analysis.blind_spots == ["track upkeep"]
     # Too short to be an echo: a judge may well say that.
     assert analysis.consensus == ["claims that every answer supports"]
 
@@ -214,6 +214,7 @@ async def test_one_survivor_is_reported_as_a_degraded_analysis(
             {"section": "contradictions", "cited": "Response B"},
             {"section": "unique_insights", "cited": "Response B"},
         ],
+        "dropped_entries": 0,
         "repaired": False,
     }
     assert "Only one response is given" in judge_prompt(server)

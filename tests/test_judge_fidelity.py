@@ -23,6 +23,9 @@ from benchmarks.judge_fidelity.run import judge_case, judge_cases
 from benchmarks.judge_fidelity.score import DIMENSIONS, score_case, total
 from tests.langsmith_capture import CaptureServer
 
+# The benchmarks/ harness, not the product: in the full suite only.
+pytestmark = pytest.mark.slow
+
 CASES = load_cases()
 
 

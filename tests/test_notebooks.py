@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -23,6 +21,10 @@ def test_there_are_notebooks() -> None:
 @pytest.mark.local_model
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path: Path, tmp_path: Path) -> None:
+    # Imported here: the fast tier's environment (the [test] extra) has no notebook kernel.
+    import nbformat
+    from nbclient import NotebookClient
+
     book = nbformat.read(path, as_version=4)
     NotebookClient(
         book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
+
+pytestmark = pytest.mark.slow  # builds and pip-installs the package
 
 
 def test_wheel_install_imports_and_is_not_shadowed(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ GIVEN: dict[str, Any] = {
     "judge_web_tools": True,
     "min_responses": 2,
     "max_retries": 5,
+    "stream_panel_tokens": True,
 }
 
 

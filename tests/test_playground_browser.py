@@ -27,6 +27,8 @@ from tests.fakes import verdict
 from tests.openai_server import Reply
 from tests.playground_harness import SECRET, Playground, WatchingServer, scripted_server, wait_for
 
+pytestmark = pytest.mark.slow  # a real Chromium per test
+
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
-from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph, pools
-from langfusion.graph.models import MODEL_CACHE_SIZE
+from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
+from langfusion.graph.models import MODEL_CACHE_SIZE, pools
 from langfusion.tools import FusionChatModel, FusionTool
 from tests.fakes import FakeFactory, ScriptedModel, verdict
 from tests.openai_server import OpenAIServer, Reply

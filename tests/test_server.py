@@ -24,6 +24,8 @@ from langgraph_sdk import get_client
 from tests.fakes import verdict
 from tests.openai_server import OpenAIServer, Reply
 
+pytestmark = pytest.mark.slow  # a real `langgraph dev` server in a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 LANGGRAPH = Path(sys.executable).with_name("langgraph")
 QUESTION = "Is it worth rewriting a working Perl service in Go?"

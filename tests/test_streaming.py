@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -31,29 +31,27 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIServer]:
         yield running
 
 
-async def stream(
-    server: OpenAIServer, panel: list[str], modes: list[str]
-) -> list[tuple[float, str, Any]]:
-    """Every streamed item with the time it arrived."""
+async def stream(server: OpenAIServer, panel: list[str], modes: list[str]) -> list[tuple[str, Any]]:
+    """Every streamed item, in the order it arrived."""
     graph = build_fusion_graph(model_factory=ModelRegistry(base_url=server.base_url), web_tools=[])
     context = FusionContext(
         analysis_models=panel, model="judge/model", synthesis_model="synth/model"
     )
     return [
-        (time.monotonic(), mode, payload)
+        (mode, payload)
         async for mode, payload in graph.astream(
             {"messages": [HumanMessage(QUESTION)]}, context=context, stream_mode=modes
         )
     ]
 
 
-def events(items: list[tuple[float, str, Any]]) -> list[dict[str, Any]]:
-    return [payload for _, mode, payload in items if mode == "custom"]
+def events(items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    return [payload for mode, payload in items if mode == "custom"]
 
 
-def tokens(items: list[tuple[float, str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
+def tokens(items: list[tuple[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
     """The (message chunk, metadata) pairs of the "messages" stream."""
-    return [payload for _, mode, payload in items if mode == "messages"]
+    return [payload for mode, payload in items if mode == "messages"]
 
 
 def position(seen: list[dict[str, Any]], event: str, model: str | None = None) -> int:
@@ -80,21 +78,35 @@ async def test_progress_events_arrive_in_order_and_as_they_happen(server: OpenAI
 
     fast, slow = (seen[position(seen, "panel_finished", m)] for m in ("p/fast", "p/slow"))
     assert fast["tokens"] == slow["tokens"] == 7  # as the server counted them
-    assert 0 < fast["seconds"] < 0.5 <= slow["seconds"] < 5
+    assert fast["seconds"] > 0 and slow["seconds"] > 0
     (failed,) = [e for e in seen if e["event"] == "panel_failed"]
     assert failed["reason"] == "invalid_request" and "unknown parameter" in failed["error"]
     assert seen[position(seen, "judge_started")]["model"] == "judge/model"
     assert seen[position(seen, "judge_finished")]["ok"] is True
     assert seen[position(seen, "synthesis_started")]["model"] == "synth/model"
 
-    # Live progress: the fast answer is reported while the slow model is still working.
-    arrived = {
-        (payload["event"], payload.get("model")): at
-        for at, mode, payload in items
-        if mode == "custom"
-    }
-    gap = arrived["panel_finished", "p/slow"] - arrived["panel_finished", "p/fast"]
-    assert gap >= 0.3
+
+async def test_a_panel_answer_is_reported_while_another_model_is_still_working(
+    server: OpenAIServer,
+) -> None:
+    server.script("p/slow", Reply(hang=True))  # answers nothing until the client goes away
+    graph = build_fusion_graph(model_factory=ModelRegistry(base_url=server.base_url), web_tools=[])
+    # The deadline only bounds how long a broken stream that holds events back would take.
+    context = FusionContext(analysis_models=["p/fast", "p/slow"], model="judge/model", timeout_s=30)
+    seen: list[tuple[str, str | None]] = []
+    events = graph.astream(
+        {"messages": [HumanMessage(QUESTION)]}, context=context, stream_mode="custom"
+    )
+    async with aclosing(events):
+        async for event in events:
+            seen.append((event["event"], event.get("model")))
+            if seen[-1] == ("panel_finished", "p/fast"):
+                # Reported live: the slow model's call is still open, unanswered.
+                slow = server.requests_for("p/slow")
+                assert not [r for r in slow if r.finished or r.disconnected]
+                break
+    assert seen[-1] == ("panel_finished", "p/fast")
+    assert not [event for event, model in seen if model == "p/slow" and event != "panel_started"]
 
 
 @pytest.mark.parametrize(

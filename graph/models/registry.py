@@ -42,6 +42,7 @@ OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 BASE_URL_ENV = "OPENROUTER_BASE_URL"
 DEPTH_HEADER = "x-fusion-depth"
 LOCAL_PREFIX = "local/"
+OPENROUTER_MAX_COMPLETION_TOKENS = 16000
 
 
 _CONNECT_TIMEOUT_S = 10.0
@@ -96,6 +97,7 @@ class _Endpoint:
     base_url: str
     api_key_env: str | None
     model_name: str | None
+    traits: ModelTraits | None = None
 
 
 class ModelRegistry:
@@ -150,6 +152,7 @@ class ModelRegistry:
         *,
         api_key_env: str | None = None,
         model_name: str | None = None,
+        traits: ModelTraits | None = None,
     ) -> None:
         """Serve ``slug`` by a ready chat model or by another OpenAI-compatible base URL.
 
@@ -161,6 +164,8 @@ class ModelRegistry:
             api_key_env: For a base URL, the variable holding its key
                 (``None``: the endpoint needs none).
             model_name: For a base URL, the model name to send (default: ``slug``).
+            traits: What the model can do, where the defaults are wrong (a
+                server that takes no tools: ``ModelTraits(takes_tools=False)``).
         """
         if not slug or not isinstance(slug, str):
             raise ValueError("register() needs a non-empty slug.")
@@ -168,10 +173,15 @@ class ModelRegistry:
             self._sync_cache.discard(lambda key: key[0] == slug)
             discard_cached(self, lambda key: key[0] == slug)
             if isinstance(target, BaseChatModel):
+                if traits is not None:
+                    metadata = {**(target.metadata or {}), **traits.as_metadata()}
+                    target = target.model_copy(update={"metadata": metadata})
                 self._ready[slug] = cancellable(target)
                 self._endpoints.pop(slug, None)
             elif isinstance(target, str) and target.startswith(("http://", "https://")):
-                self._endpoints[slug] = _Endpoint(target.rstrip("/"), api_key_env, model_name)
+                self._endpoints[slug] = _Endpoint(
+                    target.rstrip("/"), api_key_env, model_name, traits
+                )
                 self._ready.pop(slug, None)
             else:
                 raise ValueError(
@@ -259,15 +269,21 @@ class ModelRegistry:
                 extra_body["reasoning"] = {"effort": reasoning}
         elif reasoning:
             kwargs["reasoning_effort"] = reasoning
+        max_tokens = settings.get("max_tokens")
         if endpoint is None and self._base_url is None:
-            # The endpoint the OpenRouter key is for: its own web tools run there.
+            # The endpoint the OpenRouter key is for: its own web tools run there,
+            # and its Fusion caps each panel and judge completion at 16000 tokens.
             kwargs["metadata"] = ModelTraits(server_tools=True).as_metadata()
+            if max_tokens is None and settings.get("role") in ("panel", "judge"):
+                max_tokens = OPENROUTER_MAX_COMPLETION_TOKENS
+        elif endpoint is not None and endpoint.traits is not None:
+            kwargs["metadata"] = endpoint.traits.as_metadata()
         return CitingChatOpenAI(
             model=endpoint.model_name or slug if endpoint else slug,
             base_url=base_url,
             api_key=api_key,
             temperature=settings.get("temperature"),
-            max_tokens=settings.get("max_tokens"),  # type: ignore[call-arg]
+            max_tokens=max_tokens,  # type: ignore[call-arg]
             timeout=httpx.Timeout(settings.get("timeout", 120.0), connect=_CONNECT_TIMEOUT_S),
             # The client's own retries (429/5xx/connection errors, Retry-After
             # honoured) run under the node's one deadline for the call.
@@ -333,6 +349,9 @@ def register_model(
     *,
     api_key_env: str | None = None,
     model_name: str | None = None,
+    traits: ModelTraits | None = None,
 ) -> None:
     """Register ``slug`` on the default factory; see ``ModelRegistry.register``."""
-    default_registry.register(slug, target, api_key_env=api_key_env, model_name=model_name)
+    default_registry.register(
+        slug, target, api_key_env=api_key_env, model_name=model_name, traits=traits
+    )

@@ -22,6 +22,7 @@ import contextvars
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     BaseCallbackManager,
+    CallbackManager,
     CallbackManagerForLLMRun,
     Callbacks,
 )
@@ -40,11 +41,26 @@ def pipeline_callbacks(
     count them twice.
     """
     if run_manager is not None:
-        return _without_usage_counters(run_manager.get_child())
+        return _without_usage_counters(_children_of(run_manager))
     callbacks = ensure_config().get("callbacks")
     if isinstance(callbacks, BaseCallbackManager):
         return _without_usage_counters(callbacks.copy())  # the caller's own stays as it is
     return [h for h in callbacks or [] if not isinstance(h, UsageMetadataCallbackHandler)]
+
+
+def _children_of(run: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun) -> CallbackManager:
+    # A chat-model run's manager has no get_child() (its runs are leaves by
+    # design); this is the manager a chain or tool run's get_child() gives:
+    # the run's inheritable handlers, tags and metadata, under the run.
+    return CallbackManager(
+        handlers=list(run.inheritable_handlers),
+        inheritable_handlers=list(run.inheritable_handlers),
+        parent_run_id=run.run_id,
+        tags=list(run.inheritable_tags),
+        inheritable_tags=list(run.inheritable_tags),
+        metadata=dict(run.inheritable_metadata),
+        inheritable_metadata=dict(run.inheritable_metadata),
+    )
 
 
 def _without_usage_counters(manager: BaseCallbackManager) -> BaseCallbackManager:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from langfusion.tools.api.errors import ApiError
+from langfusion.tools.api.errors import ApiError, unexpected
 from langfusion.tools.api.events import Event, Finished, FusionFinished, Outcome, Text
 from langfusion.tools.api.stream import KEEPALIVE, data_frame, ticking
 
@@ -23,7 +23,12 @@ def _annotations(outcome: Outcome) -> list[dict[str, Any]]:
     return [
         {
             "type": "url_citation",
-            "url_citation": {"url": c["url"], "title": c["title"], "start_index": 0, "end_index": 0},
+            "url_citation": {
+                "url": c["url"],
+                "title": c["title"],
+                "start_index": 0,
+                "end_index": 0,
+            },
         }
         for c in outcome.citations
     ]
@@ -125,6 +130,7 @@ async def completion_frames(
                     delta["annotations"] = _annotations(outcome)
                 yield chunks.frame(delta, outcome.finish_reason)
                 yield chunks.frame(None, usage=outcome.usage.chat(outcome.fusion))
-    except ApiError as exc:
-        yield chunks.frame({"content": ""}, "error", error=exc.body()["error"])
+    except Exception as exc:  # the stream has begun: a failure is its last chunk
+        error = exc if isinstance(exc, ApiError) else unexpected(exc)
+        yield chunks.frame({"content": ""}, "error", error=error.body()["error"])
     yield "data: [DONE]\n\n"

@@ -9,7 +9,13 @@ from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 
-from langfusion.graph import FusionContext, FusionGraph, FusionInput, FusionResult
+from langfusion.graph import (
+    FusionContext,
+    FusionGraph,
+    FusionInput,
+    FusionResult,
+    PanelResponse,
+)
 from langfusion.tools.api.errors import ApiError
 from langfusion.tools.api.events import AnalysisStarted, PanelEvent, Text
 
@@ -101,7 +107,9 @@ async def deliberate(
                     yield PanelEvent("delta", model, held)
                 status = payload.get("status_code")
                 error = str(payload.get("error") or payload.get("reason") or "failed")
-                yield PanelEvent("failed", model, error, status if isinstance(status, int) else None)
+                yield PanelEvent(
+                    "failed", model, error, status if isinstance(status, int) else None
+                )
             elif event == "judge_started":
                 yield AnalysisStarted(model)
             elif event == "synthesis_started":
@@ -119,7 +127,8 @@ async def deliberate(
                 if not isinstance(update, dict):
                     continue
                 if node == "analyze":
-                    for response in update.get("responses") or []:
+                    for raw in update.get("responses") or []:
+                        response = PanelResponse.model_validate(raw)
                         if held := panel.flush(response.model):
                             yield PanelEvent("delta", response.model, held)
                         yield PanelEvent("completed", response.model, response.content)
@@ -127,9 +136,10 @@ async def deliberate(
                     calls = list(getattr(update["messages"][-1], "tool_calls", None) or [])
         elif mode == "values":
             final = payload
-    result = final.get("result")
-    if not isinstance(result, FusionResult):
+    raw = final.get("result")
+    if raw is None:
         raise RuntimeError("the fusion run ended without a result")
+    result = FusionResult.model_validate(raw)
     text = str(final.get("answer") or "")
     if text.startswith(answer.sent):
         if rest := text[len(answer.sent) :]:

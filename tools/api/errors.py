@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import openai
 
-from langfusion.graph.errors import MissingAPIKeyError, classify, status_of
+from langfusion.graph.errors import MissingAPIKeyError, classify, short, status_of
 from langfusion.graph.schema import FusionResult
 
-__all__ = ["ApiError", "alias_failure", "upstream_failure"]
+__all__ = ["ApiError", "alias_failure", "unexpected", "upstream_failure"]
+
+_log = logging.getLogger("langfusion.api")
 
 # What the alias answers when its run produced nothing usable, by the run's failure reason.
 _ALIAS_STATUS = {
@@ -80,3 +83,10 @@ def alias_failure(result: FusionResult) -> ApiError:
         f"fusion failed ({reason}): {message}",
         metadata={"fusion": result.model_dump(mode="json")},
     )
+
+
+def unexpected(exc: BaseException) -> ApiError:
+    """A failure nobody foresaw, logged and answered as a 500, without any key in either."""
+    message = short(f"{type(exc).__name__}: {exc}")
+    _log.error("unexpected failure: %s", message)
+    return ApiError(500, f"unexpected_error: {message}")

@@ -19,8 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, SystemMessage
-from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
@@ -32,13 +38,11 @@ from langfusion.tools import FusionTool
 from langfusion.tools.api.deliberate import Deliberated, deliberate
 from langfusion.tools.api.errors import ApiError, alias_failure, upstream_failure
 from langfusion.tools.api.events import (
-    AnalysisStarted,
     Event,
     Finished,
     FusionFinished,
     FusionStarted,
     Outcome,
-    PanelEvent,
     Tally,
     Text,
 )
@@ -88,6 +92,12 @@ class Plan:
     turn: Turn
     model: BaseChatModel | None
     context: FusionContext | None
+
+    @property
+    def answering(self) -> str:
+        """The slug of the model that writes the answer (the alias: its synthesis model)."""
+        alias = self.turn.fusion is not None and self.turn.fusion.alias
+        return self.context.synthesizer if alias and self.context else self.turn.model
 
 
 def _citations(result: FusionResult | None) -> list[dict[str, str]]:
@@ -229,8 +239,8 @@ class Runner:
         offered = plan.context is not None
         tools = [fusion_tool_spec(), *turn.tools] if offered else list(turn.tools)
         forced = turn.fusion is not None and turn.fusion.forced
-        choice: object = {"type": "function", "function": {"name": TOOL_NAME}} if forced else (
-            turn.tool_choice
+        choice: object = (
+            {"type": "function", "function": {"name": TOOL_NAME}} if forced else (turn.tool_choice)
         )
         after_fusion = "auto" if forced or turn.tool_choice == "required" else turn.tool_choice
         messages = list(turn.messages)
@@ -374,9 +384,7 @@ class Runner:
         async for event in self._write(plan, record, tally):
             yield event
 
-    async def _write(
-        self, plan: Plan, record: FusionRecord, tally: Tally
-    ) -> AsyncIterator[Event]:
+    async def _write(self, plan: Plan, record: FusionRecord, tally: Tally) -> AsyncIterator[Event]:
         """The alias's answer: the synthesis from the recorded analysis, streamed."""
         turn = plan.turn
         analysis = record.result

@@ -173,9 +173,7 @@ def _last_user(messages: Sequence[BaseMessage]) -> int:
     return -1
 
 
-def _conclude(
-    messages: list[BaseMessage], records: list[tuple[int, FusionRecord]]
-) -> Conversation:
+def _conclude(messages: list[BaseMessage], records: list[tuple[int, FusionRecord]]) -> Conversation:
     question_at = _last_user(messages)
     current = [r for at, r in records if at > question_at and r.result is not None]
     return Conversation(messages=messages, recorded=current[-1] if current else None)
@@ -224,7 +222,9 @@ def chat_conversation(raw: object, *, replay: bool) -> Conversation:
                 if not isinstance(name, str) or not name:
                     raise ApiError(400, f"{where}.tool_calls[{number}] has no function name.")
                 args = _arguments(function.get("arguments"), f"{where}.tool_calls[{number}]")
-                calls.append({"name": name, "args": args, "id": call.get("id"), "type": "tool_call"})
+                calls.append(
+                    {"name": name, "args": args, "id": call.get("id"), "type": "tool_call"}
+                )
             messages.append(AIMessage(_text(item.get("content"), where), tool_calls=calls))
         else:
             raise ApiError(
@@ -269,9 +269,7 @@ def _record_of_item(item: Mapping[str, Any]) -> FusionRecord:
     return FusionRecord(call_id, "{}", result_json, result, executed=False)
 
 
-def responses_conversation(
-    raw: object, instructions: object, *, replay: bool
-) -> Conversation:
+def responses_conversation(raw: object, instructions: object, *, replay: bool) -> Conversation:
     """Read a Responses API ``input`` (a string or a list of items) and ``instructions``.
 
     Raises:

@@ -176,7 +176,9 @@ def _unknown(given: Iterable[str], known: frozenset[str], where: str) -> None:
         )
 
 
-def fusion_settings(raw: object, where: str, *, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
+def fusion_settings(
+    raw: object, where: str, *, extra: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The run parameters in a tool's ``parameters`` or a plugin entry.
 
     Raises:
@@ -225,9 +227,7 @@ def _client_tools(raw: object, flat: bool) -> tuple[list[dict[str, Any]], dict[s
             _unknown(tool, frozenset({"type", "parameters"}), where)
             fusion = fusion_settings(tool.get("parameters") or {}, f"{where}.parameters")
         elif kind == "function":
-            spec = (
-                {k: v for k, v in tool.items() if k != "type"} if flat else tool.get("function")
-            )
+            spec = {k: v for k, v in tool.items() if k != "type"} if flat else tool.get("function")
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise ApiError(400, f"{where} is a function tool without a name.")
             if spec["name"] == TOOL_NAME:
@@ -309,7 +309,9 @@ def _settings(body: Mapping[str, Any], max_tokens: object) -> dict[str, Any]:
             raise ApiError(400, "max_tokens must be a positive integer.")
         settings["max_tokens"] = max_tokens
     reasoning = body.get("reasoning")
-    effort = reasoning.get("effort") if isinstance(reasoning, dict) else body.get("reasoning_effort")
+    effort = (
+        reasoning.get("effort") if isinstance(reasoning, dict) else body.get("reasoning_effort")
+    )
     if isinstance(effort, str):
         settings["reasoning"] = effort
     return settings

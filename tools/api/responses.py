@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from langfusion.tools.api.errors import ApiError
+from langfusion.tools.api.errors import ApiError, unexpected
 from langfusion.tools.api.events import (
     AnalysisStarted,
     Event,
@@ -238,7 +238,9 @@ async def response_frames(
             elif isinstance(event, FusionFinished):
                 item = fusion_item(event.record, out.fusion_id)
                 if "analysis" in item:
-                    yield out.fusion("response.fusion_call.analysis.completed", analysis=item["analysis"])
+                    yield out.fusion(
+                        "response.fusion_call.analysis.completed", analysis=item["analysis"]
+                    )
                 yield out.fusion("response.fusion_call.completed")
                 index = len(out.output)
                 out.output.append(item)
@@ -259,9 +261,9 @@ async def response_frames(
             elif isinstance(event, Finished):
                 for frame in _finish(out, event.outcome):
                     yield frame
-    except ApiError as exc:
-        failed = shape.body("failed", out.output, error=exc)
-        yield out.event("response.failed", response=failed)
+    except Exception as exc:  # the stream has begun: a failure is its last event
+        error = exc if isinstance(exc, ApiError) else unexpected(exc)
+        yield out.event("response.failed", response=shape.body("failed", out.output, error=error))
 
 
 def _panel_frame(out: _Writer, event: PanelEvent) -> str:
@@ -286,10 +288,14 @@ def _finish(out: _Writer, outcome: Outcome) -> list[str]:
         index = len(out.output)
         item = _call_item(call, True)
         frames.append(
-            out.event("response.output_item.added", output_index=index, item=_call_item(call, False))
+            out.event(
+                "response.output_item.added", output_index=index, item=_call_item(call, False)
+            )
         )
         where = {"item_id": item["id"], "output_index": index}
-        frames.append(out.event("response.function_call_arguments.delta", **where, delta=call["arguments"]))
+        frames.append(
+            out.event("response.function_call_arguments.delta", **where, delta=call["arguments"])
+        )
         frames.append(
             out.event(
                 "response.function_call_arguments.done",

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from langfusion.tools.api.errors import ApiError
 
@@ -99,9 +100,30 @@ async def _disconnected(request: Request) -> None:
             return
 
 
+class _WatchedStream(StreamingResponse):
+    """A streamed response that stops its stream as soon as the client disconnects.
+
+    Under ASGI 2.4 Starlette learns of a disconnect only from a failed write,
+    and uvicorn drops writes to a closed connection without failing them: a
+    stream would run to its end for nobody. This one reads the connection too.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.ensure_future(self.stream_response(send))
+        watching = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait({streaming, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, watching):
+                task.cancel()
+            await asyncio.gather(streaming, watching, return_exceptions=True)
+        if not streaming.cancelled() and streaming.exception() is not None:
+            raise streaming.exception()  # type: ignore[misc]
+
+
 def sse_response(frames: AsyncIterator[str]) -> StreamingResponse:
-    """A ``text/event-stream`` response of ready-made SSE frames."""
-    return StreamingResponse(
+    """A ``text/event-stream`` response of ready-made SSE frames; a client that leaves stops it."""
+    return _WatchedStream(
         frames,
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},

@@ -38,9 +38,14 @@ _SERVE_EXAMPLES = """\
 examples:
   langfusion serve                      # then open http://127.0.0.1:8765/
   langfusion serve --preset budget --no-web --port 9000
+  LANGFUSION_API_KEYS=my-token langfusion serve --workers 4
+
+The OpenRouter-compatible API answers at http://HOST:PORT/api/v1 (and /v1) to
+requests with "Authorization: Bearer <token>": a token of {tokens} or --api-key,
+or, with none set, the one printed at start.
 
 Without {key} the local preset runs the embedded model; with it set, the page can
-use any OpenRouter model. The key is never sent to the browser.
+use any OpenRouter model. The key is never sent to the browser or an API client.
 """
 
 
@@ -189,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
             "analysis, the answers and the usage; earlier runs are kept and can be reopened.\n"
             "The model options are the page's defaults; the API key stays on the server."
         ),
-        epilog=_SERVE_EXAMPLES.format(key=API_KEY_ENV),
+        epilog=_SERVE_EXAMPLES.format(key=API_KEY_ENV, tokens="LANGFUSION_API_KEYS"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.set_defaults(command_parser=serve)
@@ -201,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any)"
+    )
+    server.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes serving requests (default: 1); the API keeps nothing between requests",
+    )
+    server.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="TOKEN",
+        help="a token API clients must send as 'Authorization: Bearer TOKEN' (repeatable; "
+        "default: LANGFUSION_API_KEYS, or a fresh one printed at start)",
     )
     server.add_argument(
         "--db",

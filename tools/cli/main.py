@@ -17,6 +17,7 @@ from langfusion.tools.cli.args import build_parser, context_settings, in_option_
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from starlette.applications import Starlette
 
     from langfusion.graph import FusionGraph
     from langfusion.graph.schema import FusionResult
@@ -152,18 +153,40 @@ def _serve(
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be from 0 to 65535; got {args.port}.")
 
+    if not 1 <= args.workers <= 64:
+        parser.error(f"--workers must be from 1 to 64; got {args.workers}.")
+
     from rich.text import Text
 
+    from langfusion.tools.api import API_KEYS_ENV, BearerTokens, new_token
     from langfusion.tools.playground import bind, create_app, serve, url_of
     from langfusion.tools.playground.guard import LOOPBACK_NAMES
+    from langfusion.tools.playground.serve import serve_workers
 
+    given = [t for t in (args.api_keys or []) if t.strip()]
+    made = None
+    try:
+        tokens = BearerTokens(given or None)
+    except ValueError:
+        made = new_token()
+        tokens = BearerTokens([made])
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         err.print(Text(f"langfusion: error: cannot listen on {args.host}:{args.port}: {reason}"))
         return EXIT_FAILED
-    app = create_app(build_graph=build_graph, defaults=settings, db=args.db, host=args.host)
+
+    def build_app() -> Starlette:
+        return create_app(
+            build_graph=build_graph,
+            defaults=settings,
+            db=args.db,
+            host=args.host,
+            api_tokens=tokens,
+        )
+
+    app = build_app() if args.workers == 1 else None
     if ctx.preset is None and ctx.preset_used == "local":
         err.print(Text(LOCAL_NOTICE, style="yellow"), soft_wrap=True)
     if args.host not in (*LOOPBACK_NAMES, "::1"):
@@ -175,8 +198,18 @@ def _serve(
             ),
             soft_wrap=True,
         )
-    out.print(Text(f"langfusion playground: {url_of(sock)}  (Ctrl-C stops it)"), soft_wrap=True)
-    serve(app, sock)
+    url = url_of(sock)
+    out.print(Text(f"langfusion playground: {url}  (Ctrl-C stops it)"), soft_wrap=True)
+    where = "the token below" if made else f"a token of --api-key or {API_KEYS_ENV}"
+    out.print(
+        Text(f"langfusion API: {url}api/v1  (Authorization: Bearer <{where}>)"), soft_wrap=True
+    )
+    if made:
+        out.print(Text(f"API token: {made}"), soft_wrap=True)
+    if app is not None:
+        serve(app, sock)
+    else:
+        serve_workers(build_app, sock, args.workers)
     return EXIT_OK
 
 

@@ -10,6 +10,7 @@
 ``POST /api/runs/{id}/cancel``         stop it, and its model calls
 ``GET /api/runs/{id}``                 the run as recorded
 ``GET /api/runs/{id}/result.json``     the SPEC result (with ``"answer"``), to download
+``/api/v1/...``, ``/v1/...``           the OpenRouter-compatible API (``api_tokens``)
 =====================================  ==========================================
 """
 
@@ -29,13 +30,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from langfusion.graph.context import API_KEY_ENV, PRESETS, FusionContext
+from langfusion.tools.api import KEEPALIVE_S, BearerTokens, api_routes
 from langfusion.tools.playground.guard import HostOriginGuard, allowed_hostnames
 from langfusion.tools.playground.render import answer_html
 from langfusion.tools.playground.runs import RunManager
 from langfusion.tools.playground.store import RunStore
 
 if TYPE_CHECKING:
-    from langfusion.graph import FusionGraph
+    from langfusion.graph import FusionGraph, ModelFactory
 
 __all__ = ["MAX_QUESTION_CHARS", "PAGE_FIELDS", "create_app", "default_db_path"]
 
@@ -64,6 +66,9 @@ def create_app(
     defaults: Mapping[str, Any] | None = None,
     db: str | Path | None = None,
     host: str = "127.0.0.1",
+    api_tokens: BearerTokens | None = None,
+    model_factory: ModelFactory | None = None,
+    api_keepalive_s: float = KEEPALIVE_S,
 ) -> Starlette:
     """Build the playground application.
 
@@ -77,6 +82,10 @@ def create_app(
         host: The address the server is bound to: requests must name it (or,
             for a loopback address, ``localhost``/``127.0.0.1``/``[::1]``) as
             their ``Host``.
+        api_tokens: Serve the OpenRouter-compatible API under ``/api/v1`` and
+            ``/v1`` to requests bearing one of these tokens; ``None``: no API.
+        model_factory: Builds the API's models (default: the model registry).
+        api_keepalive_s: Seconds of silence after which an API stream sends a keep-alive.
 
     Returns:
         The ASGI application, wrapped in its Host and Origin guard.
@@ -186,8 +195,19 @@ def create_app(
             await manager.close()
             store.close()
 
+    api = (
+        api_routes(
+            tokens=api_tokens,
+            model_factory=model_factory,
+            defaults=base,
+            keepalive_s=api_keepalive_s,
+        )
+        if api_tokens is not None
+        else []
+    )
     app = Starlette(
         routes=[
+            *api,
             Route("/", page),
             Route("/api/config", config),
             Route("/api/runs", list_runs, methods=["GET"]),

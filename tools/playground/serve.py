@@ -1,14 +1,25 @@
-"""Running the playground: bind the address first (so port 0 can be told), then serve."""
+"""Running the playground: bind the address first (so port 0 can be told), then serve.
+
+With several workers each is a process of its own that builds its own
+application (its own database connection, its own connection pools) and
+accepts on the one bound socket; the API keeps nothing between requests, so
+any worker serves any request.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import multiprocessing
+import signal
 import socket
+from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 from starlette.types import ASGIApp
 
-__all__ = ["bind", "serve", "url_of"]
+__all__ = ["bind", "serve", "serve_workers", "url_of"]
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -51,3 +62,39 @@ def serve(app: ASGIApp, sock: socket.socket) -> None:
         timeout_graceful_shutdown=3,
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve_workers(build_app: Callable[[], ASGIApp], sock: socket.socket, workers: int) -> None:
+    """Serve on ``sock`` from ``workers`` processes, each with the app ``build_app`` builds.
+
+    Ctrl-C (or SIGTERM to this process) stops every worker.
+    """
+    # Forked, not spawned: the builder and the socket need no pickling, and
+    # each worker builds its application (its database connection, its
+    # connection pools) after the fork.
+    context = multiprocessing.get_context("fork")
+    processes = [
+        context.Process(target=_work, args=(build_app, sock), daemon=False) for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        for process in processes:
+            process.join(10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _work(build_app: Callable[[], ASGIApp], sock: socket.socket) -> None:
+    serve(build_app(), sock)
