@@ -47,6 +47,11 @@ RunFailureReason = Literal[
     "judge_upstream_error",
     "judge_empty_completion",
     "synthesis_failed",
+    # OpenRouter's, for the HTTP API's server tool: a second fusion call in one
+    # request, a request its client left, and a failure nothing else names.
+    "fusion_invocation_capped",
+    "cancelled",
+    "unexpected_error",
 ]
 FailureReason = Literal[PanelFailureReason, RunFailureReason]
 

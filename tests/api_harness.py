@@ -123,9 +123,11 @@ def ask(text: str = "Should we adopt a carbon tax?") -> list[dict[str, Any]]:
 
 
 def fusion_tool(**parameters: Any) -> dict[str, Any]:
-    return {"type": "openrouter:fusion", "parameters": parameters} if parameters else {
-        "type": "openrouter:fusion"
-    }
+    return (
+        {"type": "openrouter:fusion", "parameters": parameters}
+        if parameters
+        else {"type": "openrouter:fusion"}
+    )
 
 
 def calls_fusion(prompt: str = "Should we adopt a carbon tax? Compare the views.") -> Reply:

@@ -166,20 +166,23 @@ def called_by_a_chain(llm: FusionChatModel) -> Any:
     return (RunnableLambda(lambda question: question) | llm).with_config(run_name="caller")
 
 
+@pytest.mark.parametrize("called", ["directly", "by a chain"])
 @pytest.mark.parametrize("path", RUN_MANAGER_PATHS)
 def test_where_the_alias_gets_a_run_manager_the_pipeline_nests_under_its_run(
-    server: OpenAIServer, path: str
+    server: OpenAIServer, path: str, called: str
 ) -> None:
     llm = alias(server)
     runs = Runs()
     with get_usage_metadata_callback() as counted:
-        messages = answers(llm, path, {"callbacks": [runs]})
+        caller = llm if called == "directly" else called_by_a_chain(llm)
+        messages = answers(caller, path, {"callbacks": [runs]})
 
     assert_answers(messages, counted)
     roots = runs.aliases()
     assert len(roots) == len(messages)
     for root in roots:
-        assert runs.parent[root] is None
+        parent = runs.parent[root]
+        assert (parent is None) if called == "directly" else (runs.name[parent] == "caller")
         assert PIPELINE <= runs.under(root), runs.under(root)
         assert_progress(runs.progress(root))
         assert "".join(runs.tokens[root]) == ANSWER
@@ -273,7 +276,7 @@ def test_every_call_path_traces_the_pipeline_in_langsmith(
             for r in traced.values()
             if (r["run_type"], r["name"]) == ("chain", "fusion") and r.get("parent_run_id") == home
         ]
-        assert (graph in children) != streamed and (children == []) == streamed
+        assert children == [] if streamed else graph in children  # a streamed run is a leaf
         called = [
             metadata["fusion_model"]
             for r in traced.values()

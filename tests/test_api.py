@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from langfusion.tools import FUSION_DESCRIPTION
 from tests.api_harness import (
     CANARY,
     PANEL,
@@ -66,7 +67,9 @@ def test_the_same_api_answers_under_v1_for_openai_style_base_urls(
 ) -> None:
     server.script("caller/model", "Plain answer.")
     with api.client(base="/v1") as client:
-        response = client.post("/chat/completions", json={"model": "caller/model", "messages": ask()})
+        response = client.post(
+            "/chat/completions", json={"model": "caller/model", "messages": ask()}
+        )
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "Plain answer."
 
@@ -108,7 +111,9 @@ def test_a_body_that_is_not_json_is_a_400(api: ApiServer) -> None:
 def test_an_unknown_model_is_a_404(api: ApiServer, server: WatchingServer) -> None:
     server.script("nobody/model", Reply("No endpoints found for nobody/model.", status=404))
     with api.client() as client:
-        response = client.post("/chat/completions", json={"model": "nobody/model", "messages": ask()})
+        response = client.post(
+            "/chat/completions", json={"model": "nobody/model", "messages": ask()}
+        )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == 404
     assert "nobody/model" in response.json()["error"]["message"]
@@ -159,9 +164,7 @@ def test_a_streamed_plain_completion_ends_with_usage_then_done(
             events = list(sse_data(response.iter_lines()))
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
-    text = "".join(
-        c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
-    )
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "one two three four"
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert chunks[-1]["usage"]["total_tokens"] == 18
@@ -181,7 +184,8 @@ def test_the_server_tool_runs_when_the_model_calls_it_and_leaves_no_tool_call(
         verdict(),
         Reply("The answer, from the analysis.", cost=0.01),
     )
-    server.script("p/one", Reply("First view.", cost=0.001))
+    cited = {"type": "url_citation", "url_citation": {"url": "https://example.org/a", "title": "A"}}
+    server.script("p/one", Reply("First view.", cost=0.001, annotations=[cited]))
     with api.client() as client:
         response = client.post(
             "/chat/completions",
@@ -192,6 +196,9 @@ def test_the_server_tool_runs_when_the_model_calls_it_and_leaves_no_tool_call(
     assert message["content"] == "The answer, from the analysis."
     assert "tool_calls" not in message
     assert completion["choices"][0]["finish_reason"] == "stop"
+    (annotation,) = message["annotations"]
+    assert annotation["type"] == "url_citation"
+    assert annotation["url_citation"]["url"] == "https://example.org/a"
     record = record_of(message)
     assert json.loads(record["arguments"])["prompt"].startswith("Should we adopt")
     result = json.loads(record["result"])
@@ -222,9 +229,7 @@ def test_the_model_decides_and_tool_choice_required_forces_the_call(
         )
     offered = server.requests_for("caller/model")[0].body
     assert [t["function"]["name"] for t in offered["tools"]] == ["fusion"]
-    assert "deliberation" in offered["tools"][0]["function"]["description"].lower() or (
-        "panel" in offered["tools"][0]["function"]["description"]
-    )
+    assert offered["tools"][0]["function"]["description"] == FUSION_DESCRIPTION
     assert "reasoning_details" not in decided.json()["choices"][0]["message"]
     assert panel_calls(server) == 0
 

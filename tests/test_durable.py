@@ -293,6 +293,7 @@ async def test_a_resumed_run_gets_a_fresh_deadline(
 SAVER_ROUTES = ["compiled", "copy", "assigned"]
 
 
+@pytest.mark.slow  # a fresh Python process for each route
 @pytest.mark.parametrize("route", SAVER_ROUTES)
 async def test_a_checkpoint_reads_back_every_result_model_in_strict_mode(route: str) -> None:
     """LangGraph's strict msgpack mode reads back what a fusion checkpointed, in a fresh process.

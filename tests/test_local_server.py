@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from langfusion.graph.errors import ModelUnavailableError
 from langfusion.graph.models.local import LocalModelError, LocalModelServer, local_server
+from langfusion.graph.models.local.process import spawn, terminate_group
 
 pytestmark = [
     pytest.mark.local_model,
@@ -94,13 +95,24 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has already exited
 
 
-def _wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Poll ``condition``; the bound is a hang guard, not a speed claim."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if condition():
             return True
         time.sleep(0.05)
     return False
+
+
+def _wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    return _eventually(lambda: not _alive(pid), timeout_s)
+
+
+def _threads_ended(threads: list[threading.Thread]) -> bool:
+    """Whether the kernel has let each thread go (``join`` returns a little before that)."""
+    alive = set(os.listdir("/proc/self/task"))
+    return not alive & {str(thread.native_id) for thread in threads}
 
 
 def _port_free(port: int) -> bool:
@@ -300,7 +312,7 @@ def test_a_taken_port_is_replaced_by_a_free_one(
 
 
 def test_start_from_a_short_lived_thread(make_server: MakeServer) -> None:
-    """Concurrent first calls share one server, which outlives the threads that asked."""
+    """Concurrent first calls from threads that then end share one server."""
     server = make_server()
     urls: list[str] = []
     threads = [
@@ -310,11 +322,52 @@ def test_start_from_a_short_lived_thread(make_server: MakeServer) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    time.sleep(0.5)
+    assert _eventually(lambda: _threads_ended(threads))
 
     assert len(set(urls)) == 1 and len(urls) == 4
     assert server.is_running()
     assert _models(urls[0])["data"]
+
+
+# Records the signals it is sent, in the order the kernel hands them over, until SIGWINCH.
+_SIGNAL_RECORDER = textwrap.dedent(
+    """
+    import signal
+
+    watched = {signal.SIGTERM, signal.SIGWINCH}
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    print("ready", flush=True)
+    while True:
+        got = signal.sigwaitinfo(watched).si_signo
+        print(signal.Signals(got).name, flush=True)
+        if got == signal.SIGWINCH:
+            break
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_spawned_for_a_short_lived_thread_outlives_it(tmp_path: Path) -> None:
+    """The parent-death signal follows the thread that forked: not the one that asked."""
+    log_path = tmp_path / "signals.log"
+    spawned: list[subprocess.Popen[bytes]] = []
+    with log_path.open("ab") as log:
+        asker = threading.Thread(
+            target=lambda: spawned.append(spawn([sys.executable, "-c", _SIGNAL_RECORDER], log))
+        )
+        asker.start()
+        asker.join()
+    (child,) = spawned
+    try:
+        assert _eventually(lambda: log_path.read_text().startswith("ready"))
+        # Had the asker forked the child, the child's SIGTERM is pending once the asker is gone.
+        assert _eventually(lambda: _threads_ended([asker]))
+        # Of two pending signals the lower number is handed over first: SIGTERM before SIGWINCH.
+        child.send_signal(signal.SIGWINCH)
+        assert child.wait(timeout=10) == 0
+        assert log_path.read_text().split() == ["ready", "SIGWINCH"]
+    finally:
+        terminate_group(child)
 
 
 def test_context_manager_stops_the_server_when_the_body_raises(
@@ -411,7 +464,10 @@ _CHILD = textwrap.dedent(
     server = LocalModelServer(cache_dir=sys.argv[1])
     url = server.ensure_started()
     print(json.dumps({"pid": server.pid, "url": url}), flush=True)
-    time.sleep(120)
+    # Short naps: Python runs a signal handler between bytecodes, and a signal that lands
+    # after the last check but before a long sleep starts waits for that whole sleep.
+    while True:
+        time.sleep(0.05)
     """
 )
 
@@ -433,7 +489,7 @@ def test_server_dies_with_its_parent(cache_dir: Path, how: signal.Signals) -> No
         assert _alive(started["pid"])
 
         parent.send_signal(how)
-        parent.wait(timeout=20)
+        parent.wait(timeout=30)  # its handlers may take 10 s to stop a server that lingers
 
         assert _wait_gone(started["pid"])
         assert _port_free(_port(started["url"]))

@@ -332,6 +332,7 @@ def test_serve_refuses_bad_options_before_listening(capsys: pytest.CaptureFixtur
     assert main(["serve", "--preset", "premium"]) == 2
 
 
+@pytest.mark.slow  # the console script in a process of its own
 def test_langfusion_serve_serves_the_page_with_its_options_as_defaults(
     server: WatchingServer, tmp_path: Path
 ) -> None:

@@ -319,6 +319,7 @@ def near_completion() -> st.SearchStrategy[Any]:
     )
 
 
+@pytest.mark.slow  # 40 fusions over HTTP, each waiting out a retry back-off
 @settings(
     max_examples=40,
     deadline=None,

@@ -76,7 +76,7 @@ def relays_events(callbacks: Callbacks) -> bool:
 
 
 def pipeline_context(config: RunnableConfig) -> contextvars.Context:
-    """A copy of this context for the pipeline's task, in which ``config`` is the caller's.
+    """A copy of this context for the pipeline's task, with ``config`` as its caller's config.
 
     The pipeline then runs as a graph of its own, nested through its callbacks
     only: the config of a runnable that called the alias (a LangGraph node's,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.output_parsers import (
     BaseOutputParser,
     JsonOutputKeyToolsParser,
@@ -17,15 +17,12 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
-if TYPE_CHECKING:
-    from langfusion.tools.alias.model import FusionChatModel
-
 Method = Literal["function_calling", "json_schema", "json_mode"]
 _METHODS = ("function_calling", "json_schema", "json_mode")
 
 
 def structured_output(
-    llm: FusionChatModel,
+    llm: BaseChatModel,
     schema: dict[str, Any] | type,
     *,
     method: Method,

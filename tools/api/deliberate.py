@@ -91,12 +91,13 @@ async def deliberate(
     answer = _AnswerText()
     final: dict[str, Any] = {}
     calls: list[dict[str, Any]] = []
-    async for mode, payload in graph.astream(
+    async for item in graph.astream(
         cast(FusionInput, dict(inputs)),
         config,
         context=context,
         stream_mode=["custom", "messages", "updates", "values"],
     ):
+        mode, payload = cast(tuple[str, Any], item)
         if mode == "custom" and isinstance(payload, dict):
             event = payload.get("event")
             model = str(payload.get("model") or "")

@@ -6,10 +6,13 @@ bodies and stream events.
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langfusion.graph.schema import Usage
+from langfusion.graph.schema import FusionResult, Usage
 from langfusion.tools.api.messages import FusionRecord
 
 __all__ = [
@@ -22,6 +25,8 @@ __all__ = [
     "PanelEvent",
     "Tally",
     "Text",
+    "call_view",
+    "citations_of",
 ]
 
 
@@ -150,3 +155,19 @@ class Finished:
 
 
 Event = Text | FusionStarted | PanelEvent | AnalysisStarted | FusionFinished | Finished
+
+
+def call_view(call: Mapping[str, Any]) -> dict[str, str]:
+    """A LangChain tool call as the client sees it: id, name, arguments as JSON text."""
+    return {
+        "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
+        "name": str(call["name"]),
+        "arguments": json.dumps(call.get("args") or {}, ensure_ascii=False),
+    }
+
+
+def citations_of(result: FusionResult | None) -> list[dict[str, str]]:
+    """The pages a fusion's panel and judge cited, as ``{"url", "title"}``."""
+    if result is None:
+        return []
+    return [{"url": c.url, "title": c.title or c.url} for c in result.citations]

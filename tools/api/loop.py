@@ -1,12 +1,12 @@
-"""The outer loop: the request's model with the fusion tool bound, and the alias.
+"""The outer loop: the request's model with the fusion tool bound.
 
 The calling model is the request's own model, built by the model registry
 with the ``fusion`` tool (``FusionTool``) and the client's function tools
 bound. When it calls ``fusion`` the server runs the pipeline and hands the
 result back as the tool result; when it calls one of the client's tools the
 loop ends and the calls go back to the client; when it answers, that is the
-response. The alias runs the pipeline itself: panel and judge, then the
-synthesis from that analysis, which is the answer.
+response. A plain completion is the same loop with no fusion tool; the alias
+is in ``alias``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -35,8 +34,9 @@ from langfusion.graph.errors import MissingAPIKeyError, short
 from langfusion.graph.models import call_deadline
 from langfusion.graph.schema import Usage
 from langfusion.tools import FusionTool
+from langfusion.tools.api.alias import alias_events
 from langfusion.tools.api.deliberate import Deliberated, deliberate
-from langfusion.tools.api.errors import ApiError, alias_failure, upstream_failure
+from langfusion.tools.api.errors import ApiError, upstream_failure
 from langfusion.tools.api.events import (
     Event,
     Finished,
@@ -45,9 +45,11 @@ from langfusion.tools.api.events import (
     Outcome,
     Tally,
     Text,
+    call_view,
+    citations_of,
 )
 from langfusion.tools.api.messages import TOOL_NAME, FusionRecord
-from langfusion.tools.api.request import Turn
+from langfusion.tools.api.request import Plan, Turn
 
 __all__ = ["MAX_STEPS", "Plan", "Runner"]
 
@@ -60,7 +62,9 @@ ANSWER_TIMEOUT_S = 180.0
 @functools.cache
 def fusion_tool_spec() -> dict[str, Any]:
     """The ``fusion`` function tool as the calling model is offered it (``FusionTool``'s)."""
-    return convert_to_openai_tool(FusionTool(analysis_models=["unused"], model="unused"))
+    # The tool's context is never run here: the server runs the pipeline itself.
+    unused = FusionContext(analysis_models=["unused"], model="unused")
+    return convert_to_openai_tool(FusionTool(context=unused))
 
 
 def capped_result() -> str:
@@ -83,35 +87,6 @@ def unexpected_result(exc: BaseException) -> str:
             "failure_reason": "unexpected_error",
         }
     )
-
-
-@dataclass
-class Plan:
-    """A request, checked and ready to run: its model and its fusion run configuration."""
-
-    turn: Turn
-    model: BaseChatModel | None
-    context: FusionContext | None
-
-    @property
-    def answering(self) -> str:
-        """The slug of the model that writes the answer (the alias: its synthesis model)."""
-        alias = self.turn.fusion is not None and self.turn.fusion.alias
-        return self.context.synthesizer if alias and self.context else self.turn.model
-
-
-def _citations(result: FusionResult | None) -> list[dict[str, str]]:
-    if result is None:
-        return []
-    return [{"url": c.url, "title": c.title or c.url} for c in result.citations]
-
-
-def _call_view(call: Mapping[str, Any]) -> dict[str, str]:
-    return {
-        "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
-        "name": str(call["name"]),
-        "arguments": json.dumps(call.get("args") or {}),
-    }
 
 
 class Runner:
@@ -180,7 +155,7 @@ class Runner:
         """Run a planned request; its events end with ``Finished``."""
         fusion = plan.turn.fusion
         if fusion is not None and fusion.alias:
-            return self._alias(plan)
+            return alias_events(self.graph, plan)
         return self._loop(plan)
 
     # The server tool's loop, and plain completions (a loop without the tool).
@@ -282,7 +257,7 @@ class Runner:
             finish = "tool_calls"
         elif finish == "tool_calls":
             finish = "stop"
-        citations = [c for r in records for c in _citations(r.result)]
+        citations = [c for r in records for c in citations_of(r.result)]
         for annotation in reply.additional_kwargs.get("annotations") or []:
             cited = annotation.get("url_citation") if isinstance(annotation, dict) else None
             if isinstance(cited, dict) and cited.get("url"):
@@ -290,7 +265,7 @@ class Runner:
         yield Finished(
             Outcome(
                 text="".join(text),
-                tool_calls=[_call_view(c) for c in client_calls],
+                tool_calls=[call_view(c) for c in client_calls],
                 finish_reason=finish,
                 model=str(metadata.get("model_name") or turn.model),
                 usage=tally,
@@ -347,88 +322,3 @@ class Runner:
                 tally.add(result.usage.total)
             tally.executed += 1
         yield FusionFinished(FusionRecord(call_id, arguments, result_json, result, True))
-
-    # The alias: the whole pipeline answers.
-
-    async def _alias(self, plan: Plan) -> AsyncIterator[Event]:
-        turn = plan.turn
-        context = plan.context
-        assert context is not None
-        tally = Tally(requested=1)
-        recorded = turn.recorded if turn.conversation.ends_with_tool_result else None
-        question = next(
-            (m.text for m in reversed(turn.messages) if isinstance(m, HumanMessage)), ""
-        )
-        call_id = recorded.call_id if recorded else f"call_{uuid.uuid4().hex[:24]}"
-        arguments = recorded.arguments if recorded else json.dumps({"prompt": question})
-        yield FusionStarted(call_id, arguments)
-        if recorded is not None and recorded.result is not None:
-            analysis = recorded.result
-            record = FusionRecord(call_id, arguments, recorded.result_json, analysis, False)
-        else:
-            found: FusionResult | None = None
-            inputs = {"messages": turn.messages, "depth": turn.depth}
-            async for event in deliberate(self.graph, inputs, context):
-                if isinstance(event, Deliberated):
-                    found = event.result
-                elif not isinstance(event, Text):
-                    yield event
-            assert found is not None
-            tally.executed = 1
-            tally.add(found.usage.total)
-            if found.status != "ok":
-                raise alias_failure(found)
-            analysis = found
-            record = FusionRecord(call_id, arguments, found.to_json(), found, True)
-        yield FusionFinished(record)
-        async for event in self._write(plan, record, tally):
-            yield event
-
-    async def _write(self, plan: Plan, record: FusionRecord, tally: Tally) -> AsyncIterator[Event]:
-        """The alias's answer: the synthesis from the recorded analysis, streamed."""
-        turn = plan.turn
-        analysis = record.result
-        assert plan.context is not None
-        context = FusionContext.from_parameters(
-            {**plan.context.settings(), "synthesize": True, "stream_panel_tokens": False},
-            owner="fusion",
-        )
-        options: dict[str, Any] = {}
-        if turn.tools:
-            options["tools"] = turn.tools
-            if turn.tool_choice is not None:
-                options["tool_choice"] = turn.tool_choice
-        for key in ("parallel_tool_calls", "response_format", "stop"):
-            if turn.options.get(key) is not None:
-                value = turn.options[key]
-                options[key] = [value] if key == "stop" and isinstance(value, str) else value
-        if turn.settings.get("max_tokens"):
-            options["max_tokens"] = turn.settings["max_tokens"]
-        inputs: dict[str, Any] = {"messages": turn.messages, "depth": turn.depth}
-        inputs["reuse"] = analysis
-        if options:
-            inputs["synthesis_options"] = options
-        ended: Deliberated | None = None
-        async for event in deliberate(self.graph, inputs, context):
-            if isinstance(event, Deliberated):
-                ended = event
-            elif isinstance(event, Text):
-                yield event
-        assert ended is not None
-        written = ended.result
-        tally.add(written.usage.synthesis)
-        if written.status != "ok" or written.failure_reason == "synthesis_failed":
-            raise alias_failure(written)
-        calls = [_call_view(c) for c in ended.tool_calls]
-        yield Finished(
-            Outcome(
-                text=ended.answer,
-                tool_calls=calls,
-                finish_reason="tool_calls" if calls else "stop",
-                model=context.synthesizer,
-                usage=tally,
-                records=[record],
-                citations=_citations(analysis),
-                fusion=True,
-            )
-        )

@@ -9,10 +9,11 @@ parameters; an unknown field is a 400 that names it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
 from langfusion.graph.context import FusionContext
@@ -25,43 +26,27 @@ from langfusion.tools.api.messages import (
     chat_conversation,
     responses_conversation,
 )
+from langfusion.tools.api.parameters import (
+    FUSION_ALIASES,
+    FusionRequest,
+    fusion_request,
+    fusion_settings,
+    plugin_settings,
+    refuse_unknown,
+)
+
+DEPTH_HEADERS = ("x-openrouter-fusion-depth", "x-fusion-depth")
 
 __all__ = [
     "DEPTH_HEADERS",
     "FUSION_ALIASES",
     "FusionRequest",
+    "Plan",
     "Turn",
     "chat_turn",
     "request_depth",
     "responses_turn",
 ]
-
-FUSION_ALIASES = frozenset({"openrouter/fusion", "langfusion/fusion"})
-DEPTH_HEADERS = ("x-openrouter-fusion-depth", "x-fusion-depth")
-
-# The tool's `parameters` as OpenRouter documents them; `preset`, `reasoning` and
-# `tools` are translated, `cache_control` has nothing to do here.
-_OPENROUTER_FIELDS = frozenset(
-    {
-        "analysis_models",
-        "model",
-        "max_tool_calls",
-        "max_completion_tokens",
-        "temperature",
-        "reasoning",
-        "preset",
-        "tools",
-        "cache_control",
-    }
-)
-# The API decides these two itself: the alias synthesizes, the tool does not;
-# panel tokens stream where a client streams the Responses API.
-_RUN_FIELDS = frozenset(f.name for f in FusionContext.parameters()) - {
-    "synthesize",
-    "stream_panel_tokens",
-}
-_PRESETS = {"general-high": "quality", "general-budget": "budget"}
-_WEB_TOOLS = frozenset({"openrouter:web_search", "openrouter:web_fetch"})
 
 # Every field of OpenRouter's and OpenAI's chat request; the ones with no
 # meaning here (provider routing, logging) are accepted and left alone.
@@ -93,22 +78,6 @@ _RESPONSES_FIELDS = frozenset(
 )  # fmt: skip
 # Sampling options passed on to the model that answers (plain or calling model).
 _PASSED = ("top_p", "stop", "seed", "frequency_penalty", "presence_penalty", "logit_bias")
-
-
-@dataclass(frozen=True)
-class FusionRequest:
-    """How fusion applies to a request.
-
-    Attributes:
-        settings: ``FusionContext`` parameters the request set.
-        alias: The whole pipeline answers (``openrouter/fusion``); else the
-            server tool is offered to the request's model.
-        forced: The calling model must call the tool (``tool_choice: "required"``).
-    """
-
-    settings: dict[str, Any]
-    alias: bool
-    forced: bool = False
 
 
 @dataclass
@@ -152,6 +121,21 @@ class Turn:
         return self.conversation.recorded
 
 
+@dataclass
+class Plan:
+    """A request, checked and ready to run: its calling model and its fusion configuration."""
+
+    turn: Turn
+    model: BaseChatModel | None
+    context: FusionContext | None
+
+    @property
+    def answering(self) -> str:
+        """The slug of the model that writes the answer (the alias: its synthesis model)."""
+        alias = self.turn.fusion is not None and self.turn.fusion.alias
+        return self.context.synthesizer if alias and self.context else self.turn.model
+
+
 def request_depth(headers: Mapping[str, str]) -> int:
     """The fusion depth the request's headers say (an unreadable one counts as nested)."""
     depth = 0
@@ -166,52 +150,6 @@ def request_depth(headers: Mapping[str, str]) -> int:
     return depth
 
 
-def _unknown(given: Iterable[str], known: frozenset[str], where: str) -> None:
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise ApiError(
-            400,
-            f"{where} has unknown field(s) {', '.join(map(repr, unknown))}.",
-            metadata={"unknown_fields": unknown},
-        )
-
-
-def fusion_settings(
-    raw: object, where: str, *, extra: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """The run parameters in a tool's ``parameters`` or a plugin entry.
-
-    Raises:
-        ApiError: 400 naming an unknown field or a value that is not valid.
-    """
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ApiError(400, f"{where} must be an object.")
-    _unknown(raw, _OPENROUTER_FIELDS | _RUN_FIELDS | extra, where)
-    settings = {k: v for k, v in raw.items() if k not in extra and k != "cache_control"}
-    preset = settings.get("preset")
-    if isinstance(preset, str):
-        settings["preset"] = _PRESETS.get(preset, preset)
-    reasoning = settings.get("reasoning")
-    if isinstance(reasoning, dict):
-        _unknown(reasoning, frozenset({"effort", "max_tokens", "enabled", "exclude"}), where)
-        settings["reasoning"] = reasoning.get("effort")
-    tools = settings.pop("tools", None)
-    if tools is not None:
-        if not isinstance(tools, list):
-            raise ApiError(400, f"{where}.tools must be an array of server tools.")
-        kinds = {t.get("type") if isinstance(t, dict) else None for t in tools}
-        if not kinds <= _WEB_TOOLS:
-            raise ApiError(
-                400,
-                f"{where}.tools may hold only openrouter:web_search and openrouter:web_fetch "
-                "(an empty array turns the panel's web tools off).",
-            )
-        settings.setdefault("web_tools", bool(tools))
-    return settings
-
-
 def _client_tools(raw: object, flat: bool) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The client's function tools (chat format) and the fusion tool's parameters, if offered."""
     if raw is None:
@@ -224,7 +162,7 @@ def _client_tools(raw: object, flat: bool) -> tuple[list[dict[str, Any]], dict[s
         where = f"tools[{index}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind == SERVER_TOOL:
-            _unknown(tool, frozenset({"type", "parameters"}), where)
+            refuse_unknown(tool, frozenset({"type", "parameters"}), where)
             fusion = fusion_settings(tool.get("parameters") or {}, f"{where}.parameters")
         elif kind == "function":
             spec = {k: v for k, v in tool.items() if k != "type"} if flat else tool.get("function")
@@ -242,45 +180,6 @@ def _client_tools(raw: object, flat: bool) -> tuple[list[dict[str, Any]], dict[s
                 f"{SERVER_TOOL}.",
             )
     return functions, fusion
-
-
-def _plugin(raw: object) -> dict[str, Any] | None:
-    """The fusion plugin's settings; ``None`` when there is none or it is disabled."""
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        raise ApiError(400, "plugins must be an array.")
-    found: dict[str, Any] | None = None
-    for index, plugin in enumerate(raw):
-        if not isinstance(plugin, dict) or plugin.get("id") != "fusion":
-            ident = plugin.get("id") if isinstance(plugin, dict) else plugin
-            raise ApiError(400, f"plugins[{index}]: plugin {ident!r} is not served here.")
-        enabled = plugin.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ApiError(400, f"plugins[{index}].enabled must be true or false.")
-        settings = fusion_settings(plugin, f"plugins[{index}]", extra=frozenset({"id", "enabled"}))
-        found = settings if enabled else None
-    return found
-
-
-def _forces_fusion(choice: object) -> bool:
-    if choice == "required":
-        return True
-    if isinstance(choice, dict):
-        named = choice.get("name") or (choice.get("function") or {}).get("name")
-        return choice.get("type") == SERVER_TOOL or named == TOOL_NAME
-    return False
-
-
-def _fusion(
-    model: str, tool: dict[str, Any] | None, plugin: dict[str, Any] | None, choice: object
-) -> FusionRequest | None:
-    if model in FUSION_ALIASES:
-        return FusionRequest(settings={**(plugin or {}), **(tool or {})}, alias=True, forced=True)
-    if tool is None and plugin is None:
-        return None
-    settings = {**(plugin or {}), **(tool or {})}
-    return FusionRequest(settings=settings, alias=False, forced=_forces_fusion(choice))
 
 
 def _common(body: Mapping[str, Any]) -> tuple[str, bool]:
@@ -323,10 +222,12 @@ def chat_turn(body: Mapping[str, Any], depth: int) -> Turn:
     Raises:
         ApiError: 400 for a body that is not a valid request, naming what is wrong.
     """
-    _unknown(body, _CHAT_FIELDS, "the request")
+    refuse_unknown(body, _CHAT_FIELDS, "the request")
     model, stream = _common(body)
     tools, tool = _client_tools(body.get("tools"), flat=False)
-    fusion = _fusion(model, tool, _plugin(body.get("plugins")), body.get("tool_choice"))
+    fusion = fusion_request(
+        model, tool, plugin_settings(body.get("plugins")), body.get("tool_choice")
+    )
     conversation = chat_conversation(
         body.get("messages"), replay=fusion is not None and not fusion.alias
     )
@@ -363,7 +264,7 @@ def responses_turn(body: Mapping[str, Any], depth: int) -> Turn:
     Raises:
         ApiError: 400 for a body that is not a valid request, naming what is wrong.
     """
-    _unknown(body, _RESPONSES_FIELDS, "the request")
+    refuse_unknown(body, _RESPONSES_FIELDS, "the request")
     model, stream = _common(body)
     if body.get("previous_response_id"):
         raise ApiError(
@@ -373,7 +274,7 @@ def responses_turn(body: Mapping[str, Any], depth: int) -> Turn:
         )
     tools, tool = _client_tools(body.get("tools"), flat=True)
     choice = _responses_choice(body.get("tool_choice"))
-    fusion = _fusion(model, tool, _plugin(body.get("plugins")), choice)
+    fusion = fusion_request(model, tool, plugin_settings(body.get("plugins")), choice)
     conversation = responses_conversation(
         body.get("input"), body.get("instructions"), replay=fusion is not None and not fusion.alias
     )

@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from langfusion.graph.context import API_KEY_ENV, PRESETS, FusionContext
+from langfusion.graph.context import API_KEY_ENV, PRESET_ALIASES, PRESETS, FusionContext
 from langfusion.tools.api import KEEPALIVE_S, BearerTokens, api_routes
 from langfusion.tools.playground.guard import HostOriginGuard, allowed_hostnames
 from langfusion.tools.playground.render import answer_html
@@ -113,8 +113,11 @@ def create_app(
                     "judge": ctx.judge,
                     "synthesizer": ctx.synthesizer,
                 },
+                # OpenRouter's names for the same presets are not shown twice.
                 "presets": {
-                    name: {"panel": list(p.panel), "judge": p.judge} for name, p in PRESETS.items()
+                    name: {"panel": list(p.panel), "judge": p.judge}
+                    for name, p in PRESETS.items()
+                    if name not in PRESET_ALIASES
                 },
                 "api_key_env": API_KEY_ENV,
                 "api_key_set": bool(os.environ.get(API_KEY_ENV)),
