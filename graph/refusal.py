@@ -38,10 +38,9 @@ async def refusal_of(
         if any(factory.may_block(slug) for slug in slugs):
             # Readying a provider may block (the embedded server starts, and
             # hashes its model file): not on the event loop.
-            await asyncio.to_thread(lambda: [factory.ensure_available(slug) for slug in slugs])
+            await asyncio.to_thread(_ready, factory, slugs)
         else:
-            for slug in slugs:
-                factory.ensure_available(slug)
+            _ready(factory, slugs)
     except MissingAPIKeyError as exc:
         return FusionResult.failure(str(exc), "missing_api_key")
     except ModelUnavailableError as exc:
@@ -49,3 +48,8 @@ async def refusal_of(
     except ValueError as exc:
         return FusionResult.failure(classify(exc)[1], "invalid_request")
     return None
+
+
+def _ready(factory: ReadiesModels, slugs: list[str]) -> None:
+    for slug in slugs:
+        factory.ensure_available(slug)
