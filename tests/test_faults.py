@@ -101,6 +101,10 @@ def test_the_failure_reasons_are_the_specs_closed_set() -> None:
         "judge_upstream_error",
         "judge_empty_completion",
         "synthesis_failed",
+        # OpenRouter's, for the HTTP API.
+        "fusion_invocation_capped",
+        "cancelled",
+        "unexpected_error",
     }
     assert set(get_args(FailureReason)) == set(get_args(PanelFailureReason)) | set(
         get_args(RunFailureReason)
@@ -353,7 +357,7 @@ def test_results_refuse_a_reason_outside_the_closed_set() -> None:
     with pytest.raises(ValidationError):
         FailedModel(model="m", error="e", failure_reason="error")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
-        FusionResult.failure("e", "unexpected_error")  # type: ignore[arg-type]
+        FusionResult.failure("e", "internal_error")  # type: ignore[arg-type]
     ok = FusionResult.failure("e", "all_panels_failed")
     assert json.loads(ok.to_json())["failure_reason"] == "all_panels_failed"
 

@@ -278,7 +278,9 @@ async def test_the_alias_answers_or_raises_a_clear_error_for_any_messages(
     except FusionError as exc:
         assert_typed(exc.result)
         return
-    except ValueError as exc:
+    # NotImplementedError: LangChain's own refusal of input it cannot read as messages
+    # (bytes, numbers, an empty tuple), the same from every chat model.
+    except (ValueError, NotImplementedError) as exc:
         assert str(exc)
         return
     assert reply.content == "the synthesis"

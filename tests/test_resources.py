@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
@@ -178,13 +179,19 @@ async def test_a_caller_leaving_a_streamed_synthesis_closes_its_connection(
 
 async def test_a_provider_is_readied_off_the_event_loop() -> None:
     """A factory whose readying blocks (the embedded server starting) leaves the loop free."""
-    readying: list[tuple[float, float]] = []
+    readying: list[tuple[int, float, float]] = []
 
     class SlowToStart(FakeFactory):
+        def __call__(self, slug: str, /, **settings: Any) -> BaseChatModel:
+            return self.models[slug]  # building is quick: readying is the slow part
+
         def ensure_available(self, slug: str) -> None:
             started = time.monotonic()
             time.sleep(0.2)  # spawning a server, waiting for it, hashing its model file
-            readying.append((started, time.monotonic()))
+            readying.append((threading.get_ident(), started, time.monotonic()))
+
+        def may_block(self, slug: str) -> bool:
+            return True
 
     factory = SlowToStart(
         {
@@ -208,7 +215,8 @@ async def test_a_provider_is_readied_off_the_event_loop() -> None:
     ticker.cancel()
     assert out["answer"] == ANSWER
     assert len(readying) == 3  # each slug once: panel, judge, synthesis
-    first, last = readying[0][0], readying[-1][1]
+    assert threading.get_ident() not in {thread for thread, _, _ in readying}
+    first, last = readying[0][1], readying[-1][2]
     # The loop kept running while the factory was busy readying the models.
     assert any(first < t < last for t in ticks)
 
