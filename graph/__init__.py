@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from langfusion.graph.depth import ACTIVE_DEPTH
     from langfusion.graph.errors import MissingAPIKeyError
     from langfusion.graph.fusion import FusionGraph, build_fusion_graph
-    from langfusion.graph.judge import judge_schema
     from langfusion.graph.models import (
         DEPTH_HEADER,
         ModelFactory,
@@ -50,6 +49,7 @@ if TYPE_CHECKING:
         Usage,
     )
     from langfusion.graph.state import FusionInput, FusionOutput, FusionState
+    from langfusion.graph.verdict import judge_schema
 
 _HOMES = {
     "ACTIVE_DEPTH": "depth",
@@ -81,7 +81,7 @@ _HOMES = {
     "build_fusion_graph": "fusion",
     "default_preset": "context",
     "default_registry": "models",
-    "judge_schema": "judge",
+    "judge_schema": "verdict",
     "register_model": "models",
     "ModelTraits": "models",
     "result_markdown": "render",

@@ -494,8 +494,8 @@ def test_every_tool_call_path_returns_the_result_with_the_pipeline_under_the_too
             "p/two",
         ]
         assert isinstance(message.artifact, FusionResult)
-    # The judge's structured-output chain runs under the judge's slug.
-    judges = [run for run, name in tree.name.items() if name == "judge/model"]
+    # The judge's structured-output call is one chat-model run under the judge's slug.
+    judges = [run for run, name in tree.name.items() if name == "model:judge/model"]
     assert len(judges) == len(messages)
     for run in judges:
         assert "tool:fusion" in tree.ancestors(run)
