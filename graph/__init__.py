@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from langfusion.graph.context import PRESETS, FusionContext, Preset, default_preset
+    from langfusion.graph.cost import aestimate_cost, estimate_cost
     from langfusion.graph.depth import ACTIVE_DEPTH
     from langfusion.graph.errors import MissingAPIKeyError
     from langfusion.graph.fusion import FusionGraph, build_fusion_graph
@@ -28,9 +29,12 @@ if TYPE_CHECKING:
         ModelFactory,
         ModelRegistry,
         ModelTraits,
+        PricesModels,
+        Pricing,
         default_registry,
         register_model,
     )
+    from langfusion.graph.projection import CostProjection, ProjectedCall
     from langfusion.graph.render import result_markdown
     from langfusion.graph.schema import (
         Analysis,
@@ -59,6 +63,7 @@ _HOMES = {
     "AnalysisMeta": "schema",
     "Citation": "schema",
     "Contradiction": "schema",
+    "CostProjection": "projection",
     "DroppedCitation": "schema",
     "FailedModel": "schema",
     "FusionContext": "context",
@@ -74,11 +79,16 @@ _HOMES = {
     "PanelResponse": "schema",
     "PartialCoverage": "schema",
     "Preset": "context",
+    "Pricing": "models",
+    "PricesModels": "models",
+    "ProjectedCall": "projection",
     "RunUsage": "schema",
     "Stance": "schema",
     "UniqueInsight": "schema",
     "Usage": "schema",
+    "aestimate_cost": "cost",
     "build_fusion_graph": "fusion",
+    "estimate_cost": "cost",
     "default_preset": "context",
     "default_registry": "models",
     "judge_schema": "verdict",
@@ -93,6 +103,7 @@ __all__ = [
     "AnalysisMeta",
     "Citation",
     "Contradiction",
+    "CostProjection",
     "DEPTH_HEADER",
     "DroppedCitation",
     "FailedModel",
@@ -111,13 +122,18 @@ __all__ = [
     "PanelResponse",
     "PartialCoverage",
     "Preset",
+    "PricesModels",
+    "Pricing",
+    "ProjectedCall",
     "RunUsage",
     "Stance",
     "UniqueInsight",
     "Usage",
+    "aestimate_cost",
     "build_fusion_graph",
     "default_preset",
     "default_registry",
+    "estimate_cost",
     "judge_schema",
     "register_model",
     "result_markdown",

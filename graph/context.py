@@ -103,6 +103,14 @@ class FusionContext:
         web_tools: Whether panel calls may use ``web_search``/``web_fetch``.
         judge_web_tools: Let the judge check disputed facts with the web tools
             before its analysis (one more judge call; off by default).
+        quorum_grace_s: Once ``min_responses`` answers are in, wait at most this
+            many seconds more, then cut the panelists still running
+            (``cut_after_quorum``); ``None`` waits for each up to its deadline.
+        fallback_models: Slugs that take the place of a panel model that failed
+            for good, each at most once (one already on the panel is skipped).
+        max_cost_usd: Refuse a run whose projected worst case (``estimate_cost``)
+            is above this many US dollars, or cannot be bounded, before any
+            model is called (``budget_exceeded``); ``None``: no budget.
         min_responses: Fewest surviving panel answers the judge may compare
             (1 to the panel's size); fewer ends the run with ``insufficient_responses``.
         stream_panel_tokens: Stream panel tokens into the ``messages`` stream as
@@ -175,6 +183,26 @@ class FusionContext:
     judge_web_tools: bool = _param(
         False, "let the judge check disputed facts with the web tools (one more judge call)"
     )
+    quorum_grace_s: float | None = _param(
+        None,
+        "once min_responses answers are in, wait at most this many seconds more for the "
+        "rest, then cut them (default: wait for every panelist up to its deadline)",
+        option="--quorum-grace",
+        metavar="SECONDS",
+    )
+    fallback_models: Sequence[str] | None = _param(
+        None,
+        "slugs that take the place of a panel model that failed, each once, comma-separated "
+        "or repeated (default: none)",
+        option="--fallback-models",
+        metavar="SLUGS",
+    )
+    max_cost_usd: float | None = _param(
+        None,
+        "refuse a run whose projected worst-case cost is above this many US dollars, or has "
+        "models without a price, before any model is called (default: no budget)",
+        metavar="USD",
+    )
     min_responses: int = _param(
         1,
         "fewest surviving panel answers the judge may compare; fewer is an error "
@@ -243,6 +271,16 @@ class FusionContext:
                 f"min_responses={self.min_responses} can never be met by a panel of "
                 f"{len(panel)}; name more analysis_models or lower min_responses."
             )
+        if self.quorum_grace_s is not None:
+            _check_number("quorum_grace_s", self.quorum_grace_s, low=0.0, high=None)
+        if self.fallback_models is not None:
+            object.__setattr__(self, "fallback_models", _fallbacks(self.fallback_models))
+        if self.max_cost_usd is not None:
+            _check_number("max_cost_usd", self.max_cost_usd, low=-math.inf, high=math.inf)
+            if self.max_cost_usd < 0:
+                raise ValueError(
+                    f"max_cost_usd must be 0 or more US dollars; got {self.max_cost_usd!r}."
+                )
         if self.max_completion_tokens is not None:
             _check_int("max_completion_tokens", self.max_completion_tokens, 1, None)
         if self.temperature is not None:
@@ -261,6 +299,20 @@ class FusionContext:
         object.__setattr__(self, "panel", panel)
         object.__setattr__(self, "judge", judge)
         object.__setattr__(self, "synthesizer", synthesizer)
+
+
+def _fallbacks(models: object) -> tuple[str, ...]:
+    if isinstance(models, str) or not isinstance(models, Sequence | set | frozenset):
+        raise ValueError(
+            "fallback_models must be a list of model slugs such as ['openai/gpt-4o-mini']; "
+            f"got {type(models).__name__}."
+        )
+    slugs = tuple(models)
+    if len(slugs) > MAX_PANEL:
+        raise ValueError(f"fallback_models may name at most {MAX_PANEL} models; got {len(slugs)}.")
+    for slug in slugs:
+        _check_slug("each fallback model", slug)
+    return tuple(dict.fromkeys(slugs))
 
 
 def _panel(models: object) -> tuple[str, ...]:

@@ -88,6 +88,10 @@ class RefusedError(ValueError):
     """The provider marked the answer as a refusal (``refusal``, ``content_filter``)."""
 
 
+class CutAfterQuorumError(Exception):
+    """A panelist still running when the quorum's grace ended: its call was cancelled."""
+
+
 class PanelDeadlineError(TimeoutError):
     """A model call ran out of its deadline while an attempt was in flight."""
 
@@ -258,6 +262,8 @@ def classify(exc: BaseException) -> tuple[PanelFailureReason, str]:
     reason: PanelFailureReason
     if isinstance(exc, UpstreamFailure):
         reason, text = exc.reason, str(exc)
+    elif isinstance(exc, CutAfterQuorumError):
+        reason, text = "cut_after_quorum", str(exc)
     elif isinstance(exc, TimeoutError | NodeTimeoutError | openai.APITimeoutError) or isinstance(
         exc, _TIMEOUT_ERRORS
     ):

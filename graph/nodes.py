@@ -31,12 +31,11 @@ from langfusion.graph.conversation import (
     since_question,
     without_instructions,
 )
+from langfusion.graph.cost import priced, trace_cost
 from langfusion.graph.depth import ACTIVE_DEPTH, Role, active, child_config, header_depth
 from langfusion.graph.errors import (
     EmptyCompletionError,
-    PanelDeadlineError,
     classify,
-    status_of,
 )
 from langfusion.graph.judge import Panel, judge_panel
 from langfusion.graph.models import (
@@ -47,8 +46,13 @@ from langfusion.graph.models import (
     cancellable,
     offered_server_tools,
 )
-from langfusion.graph.outcome import in_panel_order, nothing_usable, run_result
-from langfusion.graph.panel import check_not_refused, panel_messages, plain_prompts
+from langfusion.graph.outcome import in_panel_order, run_result, too_few
+from langfusion.graph.panel import (
+    answer_panel,
+    failed,
+    plain_prompts,
+)
+from langfusion.graph.quorum import CutAfterQuorumError, panel_round
 from langfusion.graph.refusal import refusal_of
 from langfusion.graph.schema import (
     Analysis,
@@ -60,7 +64,6 @@ from langfusion.graph.schema import (
 )
 from langfusion.graph.state import FusionState, PanelTask, all_loaded, loaded, plain, plains
 from langfusion.graph.synthesis_prompt import synthesis_messages
-from langfusion.graph.toolloop import answer_with_tools
 
 WebTools = Sequence[BaseTool] | Callable[[], Sequence[BaseTool]]
 
@@ -140,7 +143,15 @@ class Nodes:
         update["depth"] = depth
         asked = update["question"] = question(state["messages"])
         update["instructions"] = instructions(state["messages"])
-        refusal = await refusal_of(self.factory, ctx, asked, depth)
+        refusal = await refusal_of(
+            self.factory,
+            ctx,
+            asked,
+            depth,
+            messages=state["messages"],
+            synthesis_max_tokens=(update.get("synthesis_binding") or {}).get("max_tokens"),
+            reusing=earlier is not None,
+        )
         if refusal is None and earlier is not None and earlier.status != "ok":
             refusal = FusionResult.failure(
                 "reuse must be the ok result of an earlier run on the same question.",
@@ -174,6 +185,7 @@ class Nodes:
             else ""
         )
         asked = without_instructions(conversation(state["messages"]))
+        round_key = uuid.uuid4().hex
         return [
             Send(
                 "analyze",
@@ -184,83 +196,63 @@ class Nodes:
                     depth=state.get("depth", 0),
                     fusion_id=state.get("fusion_id", ""),
                     settings=settings,
+                    round=round_key,
                 ),
             )
             for slug in ctx.panel
         ]
 
     async def analyze(self, task: PanelTask, runtime: Runtime[FusionContext]) -> dict[str, Any]:
-        """One panel model answers the question, with the web tools, before its deadline."""
+        """One panel model answers before its deadline; a fallback takes a failed one's place.
+
+        With ``quorum_grace_s``, a model still running once the quorum is in
+        and its grace has ended is cut (graph/quorum.py).
+        """
         ctx = _context(runtime)
-        slug = task["slug"]
-        writer = get_stream_writer()
-        writer({"event": "panel_started", "model": slug})
-        model = self.model(ctx, slug, "panel", task["depth"])
-        on_server = offered_server_tools(
-            model, enabled=ctx.web_tools, max_tool_calls=ctx.max_tool_calls
-        )
-        tools = self.web_tools if ctx.web_tools and _takes_tools(model) and not on_server else ()
-        messages = panel_messages(
-            task["messages"],
-            task["instructions"],
-            tools=bool(tools or on_server),
-            plain=plain_prompts(model),
+        fallbacks = [f for f in ctx.fallback_models or () if f not in ctx.panel]
+        shared = panel_round(
+            task["round"], needed=ctx.min_responses, grace_s=ctx.quorum_grace_s, fallbacks=fallbacks
         )
         started = time.monotonic()
-        config = child_config(
-            task["depth"], task["fusion_id"], "panel", slug, nostream=not ctx.stream_panel_tokens
-        )
-        try:
-            with active(task["depth"]):
-                async with call_deadline(ctx.timeout_s) as call:
-                    outcome = await answer_with_tools(
-                        model,
-                        messages,
-                        tools,
-                        max_tool_calls=ctx.max_tool_calls,
-                        config=config,
-                        server_tools=on_server,
-                    )
-        except TimeoutError as exc:
-            raise PanelDeadlineError(f"no answer within timeout_s={ctx.timeout_s:g}s") from exc
-        check_not_refused(outcome.message)
-        content = message_text(outcome.message)
-        truncated = outcome.message.response_metadata.get("finish_reason") == "length"
-        if not content.strip():
-            raise EmptyCompletionError(_empty_because(truncated, ctx.max_completion_tokens))
-        response = PanelResponse(
-            model=slug,
-            content=content,
-            usage=Usage.with_cost(outcome.usage, call.cost),
-            latency_s=round(time.monotonic() - started, 3),
-            tool_calls=outcome.tool_calls,
-            truncated=truncated,
-        )
-        usage = response.usage
-        tokens, cost = (usage.output_tokens, usage.cost) if usage else (None, None)
-        event = {"event": "panel_finished", "model": slug, "seconds": response.latency_s}
-        writer(event | {"tokens": tokens, "cost": cost})
-        return {
-            "responses": [plain(response)],
-            "citations": plains(credited(outcome.citations, slug)),
-        }
+        slug, failures = task["slug"], list[FailedModel]()
+        while True:
+            left = ctx.timeout_s - (time.monotonic() - started)
+            try:
+                response, cited = await shared.unless_cut(self._answer(ctx, task, slug, left))
+            except Exception as exc:
+                replacement = None
+                if not isinstance(exc, CutAfterQuorumError) and ctx.timeout_s > (
+                    time.monotonic() - started
+                ):
+                    replacement = shared.next_fallback()
+                if replacement is None and not failures:
+                    raise  # recorded by record_panel_failure, as any failed branch
+                failures.append(failed(slug, exc, replaced_by=replacement))
+                if replacement is None:
+                    return {"failed_models": plains(failures)}
+                slug = replacement
+                continue
+            shared.answered_one()
+            if failures:
+                response = response.model_copy(update={"fallback_for": failures[-1].model})
+            return {
+                "responses": [plain(response)],
+                "failed_models": plains(failures),
+                "citations": plains(credited(cited, slug)),
+            }
+
+    async def _answer(
+        self, ctx: FusionContext, task: PanelTask, slug: str, deadline_s: float
+    ) -> tuple[PanelResponse, list[Citation]]:
+        """``slug``'s answer to the panel question, with the web tools, within ``deadline_s``."""
+        get_stream_writer()({"event": "panel_started", "model": slug})
+        model = self.model(ctx, slug, "panel", task["depth"])
+        tools = self.web_tools if ctx.web_tools and _takes_tools(model) else ()
+        return await answer_panel(model, ctx, task, slug, deadline_s, tools)
 
     def record_panel_failure(self, task: PanelTask, error: NodeError) -> Command[str]:
         """A panel branch failed: record why and go on to the tally."""
-        reason, message = classify(error.error)
-        status = status_of(error.error)
-        get_stream_writer()(
-            {
-                "event": "panel_failed",
-                "model": task["slug"],
-                "reason": reason,
-                "status_code": status,
-                "error": message,
-            }
-        )
-        failure = FailedModel(
-            model=task["slug"], error=message, failure_reason=reason, status_code=status
-        )
+        failure = failed(task["slug"], error.error)
         return Command(update={"failed_models": [plain(failure)]}, goto="tally")
 
     async def tally(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
@@ -270,16 +262,7 @@ class Nodes:
         if len(responses) >= ctx.min_responses:
             return {}
         failed = in_panel_order(all_loaded(FailedModel, state.get("failed_models")), ctx.panel)
-        if not responses:
-            return {"result": plain(nothing_usable(failed)), "answer": ""}
-        result = FusionResult.failure(
-            f"Only {len(responses)} of {len(ctx.panel)} panel models answered, fewer than "
-            f"min_responses={ctx.min_responses}, so there is no comparison to trust. The "
-            "answers that came are in responses; retry, or lower min_responses.",
-            "insufficient_responses",
-            failed_models=failed,
-            responses=responses,
-        )
+        result = too_few(responses, failed, len(ctx.panel), ctx.min_responses)
         return {"result": plain(result), "answer": ""}
 
     async def after_panel(self, state: FusionState) -> str:
@@ -406,20 +389,13 @@ class Nodes:
         return Command(update={"answer": "", "synthesis_failure": message}, goto="report")
 
     async def report(self, state: FusionState, runtime: Runtime[FusionContext]) -> dict[str, Any]:
-        """Assemble the SPEC result of a run that reached the judge."""
-        result = run_result(state, _context(runtime).panel, _context(runtime).judge)
+        """Assemble the SPEC result of a run that reached the judge, its calls priced."""
+        ctx = _context(runtime)
+        result = run_result(state, ctx.panel, ctx.judge)
+        reused = bool(state.get("reusing"))
+        result = await priced(self.factory, result, synthesizer=ctx.synthesizer, reused=reused)
+        trace_cost(result)
         return {"result": plain(result), "answer": state.get("answer") or ""}
-
-
-def _empty_because(truncated: bool, cap: int | None) -> str:
-    if not truncated:
-        return "the model returned an empty answer"
-    limit = f"max_completion_tokens={cap}" if cap else "the provider's completion cap"
-    return (
-        f"the model returned no visible text: it stopped at {limit} (finish_reason "
-        "'length'), its reasoning having used the whole cap; raise max_completion_tokens "
-        "or lower the reasoning effort"
-    )
 
 
 def _after_judge(ctx: FusionContext) -> str:

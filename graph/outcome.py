@@ -95,6 +95,22 @@ def nothing_usable(failed: list[FailedModel]) -> FusionResult:
     )
 
 
+def too_few(
+    responses: list[PanelResponse], failed: list[FailedModel], panel: int, needed: int
+) -> FusionResult:
+    """The error result of a run with fewer surviving answers than ``min_responses``."""
+    if not responses:
+        return nothing_usable(failed)
+    return FusionResult.failure(
+        f"Only {len(responses)} of {panel} panel models answered, fewer than "
+        f"min_responses={needed}, so there is no comparison to trust. The "
+        "answers that came are in responses; retry, or lower min_responses.",
+        "insufficient_responses",
+        failed_models=failed,
+        responses=responses,
+    )
+
+
 def in_panel_order(items: list[T], order: Sequence[str]) -> list[T]:
     """``items`` in the order their models stand in the panel."""
     rank = {slug: index for index, slug in enumerate(order)}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from langfusion.graph.schema import Analysis, FusionResult, RunUsage, Step
+from langfusion.graph.projection import CostProjection
+from langfusion.graph.schema import Analysis, FusionResult, RunUsage, Step, Usage
 
-__all__ = ["result_markdown"]
+__all__ = ["projection_markdown", "result_markdown"]
 
 
 def result_markdown(
@@ -16,9 +17,10 @@ def result_markdown(
     """Render a result as Markdown: the panel, the analysis and the answer.
 
     The panel table lists every model with its tokens, seconds and the start
-    of its answer, or why it failed; the analysis table lists consensus,
-    contradictions (one row per stance), partial coverage, unique insights
-    and blind spots, each with the models it concerns.
+    of its answer (and its cost, where one is known), or why it failed; the
+    analysis table lists consensus, contradictions (one row per stance),
+    partial coverage, unique insights and blind spots, each with the models it
+    concerns. A run refused by its budget shows the projection it was refused for.
 
     Args:
         result: The result of a fusion, as a model or as its JSON data (the
@@ -35,6 +37,8 @@ def result_markdown(
     blocks: list[str] = []
     if result.status == "error":
         blocks.append(f"**Fusion failed** (`{result.failure_reason}`): {result.error}")
+    if result.cost_projection is not None:
+        blocks.append(projection_markdown(result.cost_projection))
     if result.responses or result.failed_models:
         blocks += ["## Panel", "\n".join(_panel_table(result))]
     if responses:
@@ -60,14 +64,60 @@ def result_markdown(
     total = usage.total.total_tokens
     if total:
         steps = " · ".join(_step_tokens(usage, step) for step in ("panel", "judge", "synthesis"))
-        blocks.append(
-            f"_Tokens: {total:,} in all ({steps})"
-            + (f"; ${usage.total.cost:.4f} as reported" if usage.total.cost is not None else "")
-            + "._"
-        )
+        blocks.append(f"_Tokens: {total:,} in all ({steps}){_run_cost(usage)}._")
     elif usage.unreported:
         blocks.append("_Tokens: not reported by the provider._")
     return "\n\n".join(blocks) + "\n"
+
+
+def projection_markdown(projection: CostProjection) -> str:
+    """A cost projection as Markdown: the worst case in all, by step, and call by call.
+
+    Args:
+        projection: What ``estimate_cost`` returned, or a refused result's ``cost_projection``.
+
+    Returns:
+        The Markdown text.
+    """
+    notes = [f"{step} ${usd:.4f}" for step, usd in projection.steps.items()]
+    bound = "at most" if projection.complete else "at least (not a bound: see below)"
+    notes.append(
+        "tokens counted with tiktoken"
+        if projection.token_counting == "tiktoken"
+        else "tokens estimated at four characters each"
+    )
+    lines = [f"**Worst case: {bound} ${projection.total_usd:.4f}** ({' · '.join(notes)})", ""]
+    lines += [
+        "| step | model | rounds | prompt tokens | completion cap | worst case |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for call in projection.calls:
+        cap = f"{call.completion_tokens:,} ({call.cap_source})" if call.completion_tokens else ""
+        cost = f"${call.cost_usd:.4f}" if call.cost_usd is not None else "unknown"
+        lines.append(
+            f"| {call.step} | {_cell(call.model)} | {call.rounds} | {call.prompt_tokens:,} "
+            f"| {cap or 'unknown'} | {cost} |"
+        )
+    if projection.unpriced:
+        lines += ["", f"_No price known for {_cell(', '.join(projection.unpriced))}._"]
+    if projection.uncapped:
+        lines += ["", f"_No completion cap known for {_cell(', '.join(projection.uncapped))}._"]
+    return "\n".join(lines)
+
+
+def _run_cost(usage: RunUsage) -> str:
+    """The run's cost and each step's, and where it came from; nothing when none is known."""
+    if usage.total.cost is None:
+        return ""
+    source = "as reported" if usage.total.cost_source == "provider" else "at list prices"
+    steps = " · ".join(
+        f"{step} {_usd(getattr(usage, step))}" for step in ("panel", "judge", "synthesis")
+    )
+    return f"; ${usage.total.cost:.4f} {source} ({steps})"
+
+
+def _usd(usage: Usage | None) -> str:
+    return f"${usage.cost:.4f}" if usage is not None and usage.cost is not None else "unknown"
 
 
 def _step_tokens(usage: RunUsage, step: Step) -> str:
@@ -101,15 +151,19 @@ def _sources(result: FusionResult) -> Iterator[str]:
 
 
 def _panel_table(result: FusionResult) -> Iterator[str]:
-    yield "| model | tokens out | seconds | answer |"
-    yield "| --- | --- | --- | --- |"
+    # A cost column only where some answer's cost is known.
+    costed = any(r.usage is not None and r.usage.cost is not None for r in result.responses)
+    yield "| model | tokens out | seconds | answer |" + (" cost |" if costed else "")
+    yield "| --- | --- | --- | --- |" + (" --- |" if costed else "")
     for r in result.responses:
         tokens = r.usage.output_tokens if r.usage else ""
         seconds = f"{r.latency_s:.1f}" if r.latency_s is not None else ""
         cut = " _(cut at its token cap)_" if r.truncated else ""
-        yield f"| {_cell(r.model)} | {tokens} | {seconds} | {_cell(r.content, 120)}{cut} |"
+        cost = f" {_usd(r.usage)} |" if costed else ""
+        yield f"| {_cell(r.model)} | {tokens} | {seconds} | {_cell(r.content, 120)}{cut} |{cost}"
     for f in result.failed_models:
-        yield f"| {_cell(f.model)} | | | failed ({f.failure_reason}): {_cell(f.error)} |"
+        cost = " |" if costed else ""
+        yield f"| {_cell(f.model)} | | | failed ({f.failure_reason}): {_cell(f.error)} |{cost}"
 
 
 def _analysis_table(analysis: Analysis) -> Iterator[str]:

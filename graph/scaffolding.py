@@ -86,8 +86,9 @@ def says_nothing(text: str, slugs: Sequence[str] = (), *, fewest_words: int = 2)
 def cleaned(analysis: Analysis, slugs: Sequence[str] = ()) -> tuple[Analysis, int]:
     """``analysis`` without the entries that say nothing, and how many entries went.
 
-    A contradiction goes whole when its topic says nothing or no stance is
-    left; a stance with no word of its own goes alone and is counted.
+    A contradiction goes whole when its topic echoes the prompt, no stance is
+    left, or its topic and stances together say nothing; a stance with no word
+    of its own goes alone and is counted.
     """
     dropped = 0
 
@@ -103,7 +104,9 @@ def cleaned(analysis: Analysis, slugs: Sequence[str] = ()) -> tuple[Analysis, in
             s for s in contradiction.stances if not says_nothing(s.stance, slugs, fewest_words=1)
         ]
         dropped += len(contradiction.stances) - len(stances)
-        if stances and not says_nothing(contradiction.topic, slugs):
+        # A contradiction's words are its topic's and its stances' ("soap": "never", "fine").
+        said = " ".join([contradiction.topic, *(s.stance for s in stances)])
+        if stances and not echoes_prompt(contradiction.topic) and not says_nothing(said, slugs):
             contradictions.append(contradiction.model_copy(update={"stances": stances}))
         else:
             dropped += 1

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from langfusion.graph.projection import CostProjection
+
 JudgeFailure = Literal[
     "judge_not_valid_json",
     "judge_schema_mismatch",
@@ -31,6 +33,7 @@ PanelFailureReason = Literal[
     "connection_error",
     "empty_completion",
     "refused",
+    "cut_after_quorum",
 ]
 # Why a run failed, or what part of it did (``FusionResult.failure_reason``):
 RunFailureReason = Literal[
@@ -47,6 +50,7 @@ RunFailureReason = Literal[
     "judge_upstream_error",
     "judge_empty_completion",
     "synthesis_failed",
+    "budget_exceeded",
     # OpenRouter's, for the HTTP API's server tool: a second fusion call in one
     # request, a request its client left, and a failure nothing else names.
     "fusion_invocation_capped",
@@ -57,11 +61,13 @@ FailureReason = Literal[PanelFailureReason, RunFailureReason]
 
 
 class Usage(BaseModel):
-    """Token counts of one or more model calls, and their cost where the provider reported it.
+    """Token counts of one or more model calls, and what they cost where that is known.
 
-    ``cost`` is what the provider reported the calls cost (OpenRouter's
-    ``usage.cost``, in credits, that is US dollars); ``None``, and left out of
-    the JSON, when no call reported one (the embedded model, most other endpoints).
+    ``cost`` is in US dollars: what the provider reported (OpenRouter's
+    ``usage.cost``; ``cost_source: "provider"``), else the tokens at the
+    slug's known price (``cost_source: "price_table"``). A sum is
+    ``"price_table"`` as soon as one of its costs is. Both are ``None``, and
+    left out of the JSON, when no cost is known.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -69,22 +75,31 @@ class Usage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
-    # In the JSON only where some call reported one.
+    # In the JSON only where a cost is known.
     cost: float | None = Field(default=None, exclude_if=lambda cost: cost is None)
+    cost_source: Literal["provider", "price_table"] | None = Field(
+        default=None, exclude_if=lambda source: source is None
+    )
 
     def __add__(self, other: Usage) -> Usage:
         costs = [c for c in (self.cost, other.cost) if c is not None]
+        sources = {u.cost_source for u in (self, other) if u.cost is not None}
         return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
             cost=sum(costs) if costs else None,
+            cost_source=(
+                None if not costs else "provider" if sources == {"provider"} else "price_table"
+            ),
         )
 
     @staticmethod
     def with_cost(usage: Usage | None, cost: float | None) -> Usage | None:
         """``usage`` with the reported ``cost`` of its calls (as it is for a ``None`` cost)."""
-        return usage if cost is None else (usage or Usage()).model_copy(update={"cost": cost})
+        if cost is None:
+            return usage
+        return (usage or Usage()).model_copy(update={"cost": cost, "cost_source": "provider"})
 
     @classmethod
     def total(cls, usages: Iterable[Usage | None]) -> Usage:
@@ -285,6 +300,8 @@ class PanelResponse(BaseModel):
     tool_calls: int = 0
     # The answer stopped at its token cap (finish_reason "length"); in the JSON only then.
     truncated: bool = Field(default=False, exclude_if=lambda cut: not cut)
+    # The failed panel model this fallback answered for; in the JSON only then.
+    fallback_for: str | None = Field(default=None, exclude_if=lambda slug: slug is None)
 
 
 class FailedModel(BaseModel):
@@ -294,12 +311,15 @@ class FailedModel(BaseModel):
     error: str
     failure_reason: PanelFailureReason
     status_code: int | None = None
+    # The fallback that took its place on the panel.
+    replaced_by: str | None = None
 
     @model_serializer(mode="wrap")
     def _without_unseen_status(self, handler: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("status_code") is None:
-            data.pop("status_code", None)
+        for key in ("status_code", "replaced_by"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -344,11 +364,20 @@ class FusionResult(BaseModel):
     citations: list[Citation] = Field(default_factory=list)
     # The synthesis stopped at its token cap; in the JSON only then.
     answer_truncated: bool = Field(default=False, exclude_if=lambda cut: not cut)
+    # The worst case a budget refused the run for (budget_exceeded); in the JSON only then.
+    cost_projection: CostProjection | None = None
 
     @model_serializer(mode="wrap")
     def _spec_shape(self, handler: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for key in ("error", "failure_reason", "judge_model", "judge_usage", "analysis_meta"):
+        for key in (
+            "error",
+            "failure_reason",
+            "judge_model",
+            "judge_usage",
+            "analysis_meta",
+            "cost_projection",
+        ):
             if data.get(key) is None:
                 data.pop(key, None)
         if self.status == "error" and self.analysis is None:

@@ -187,5 +187,7 @@ class PanelTask(TypedDict):
     messages: list[AnyMessage]
     instructions: str | None
     depth: int
+    # This run's panel round (graph/quorum.py): the same key in every branch of the run.
+    round: str
     fusion_id: str
     settings: str

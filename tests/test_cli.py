@@ -293,6 +293,8 @@ GIVEN: dict[str, tuple[list[str], Any]] = {
     "min_responses": (["--min-responses", "2"], 2),
     "max_retries": (["--max-retries", "0"], 0),
     "stream_panel_tokens": (["--stream-panel-tokens"], True),
+    "quorum_grace_s": (["--quorum-grace", "2.5"], 2.5),
+    "fallback_models": (["--fallback-models", "f/1,f/2"], ("f/1", "f/2")),
 }
 
 

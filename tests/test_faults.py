@@ -86,6 +86,7 @@ def test_the_failure_reasons_are_the_specs_closed_set() -> None:
         "connection_error",
         "empty_completion",
         "refused",
+        "cut_after_quorum",
     }
     assert set(get_args(RunFailureReason)) == {
         "all_panels_failed",

@@ -31,6 +31,9 @@ GIVEN: dict[str, Any] = {
     "min_responses": 2,
     "max_retries": 5,
     "stream_panel_tokens": True,
+    "quorum_grace_s": 2.5,
+    "fallback_models": ("f/one",),
+    "max_cost_usd": 2.5,
 }
 
 

@@ -2,11 +2,13 @@
 
 The pipeline reaches providers only through this door: a :class:`ModelFactory`
 (``default_registry`` unless a caller injects its own), the traits a built
-model carries, the per-call deadline and the depth header.
+model carries, the per-call deadline and the depth header, and what a slug
+costs (:class:`Pricing`, from a factory that is :class:`PricesModels`).
 """
 
 from langfusion.graph.models.openrouter import offered_server_tools
 from langfusion.graph.models.pools import BoundedCache, close_loop_pools
+from langfusion.graph.models.pricing import PricesModels, Pricing
 from langfusion.graph.models.registry import (
     DEPTH_HEADER,
     LOCAL_PREFIX,
@@ -30,6 +32,8 @@ __all__ = [
     "ModelFactory",
     "ModelRegistry",
     "ModelTraits",
+    "PricesModels",
+    "Pricing",
     "ReadiesModels",
     "StructuredMethod",
     "call_deadline",

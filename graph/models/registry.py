@@ -23,6 +23,7 @@ from langfusion.graph.models.pools import (
     pooled_async_client,
     shared_sync_client,
 )
+from langfusion.graph.models.pricing import FREE, PRICE_LIST, Pricing
 from langfusion.graph.models.traits import ModelTraits
 from langfusion.graph.models.transport import call_deadline
 
@@ -130,6 +131,7 @@ class ModelRegistry:
         self._api_key = api_key
         self._ready: dict[str, BaseChatModel] = {}
         self._endpoints: dict[str, _Endpoint] = {}
+        self._prices: dict[str, Pricing] = {}
         self._sync_cache: BoundedCache[tuple[str, _SettingsKey], BaseChatModel] = BoundedCache(
             MODEL_CACHE_SIZE
         )
@@ -143,6 +145,7 @@ class ModelRegistry:
         with self._lock:
             copy._ready = dict(self._ready)
             copy._endpoints = dict(self._endpoints)
+            copy._prices = dict(self._prices)
         return copy
 
     def register(
@@ -153,6 +156,7 @@ class ModelRegistry:
         api_key_env: str | None = None,
         model_name: str | None = None,
         traits: ModelTraits | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         """Serve ``slug`` by a ready chat model or by another OpenAI-compatible base URL.
 
@@ -166,10 +170,19 @@ class ModelRegistry:
             model_name: For a base URL, the model name to send (default: ``slug``).
             traits: What the model can do, where the defaults are wrong (a
                 server that takes no tools: ``ModelTraits(takes_tools=False)``).
+            pricing: What the model costs per token: its calls' ``cost`` where
+                the provider reports none, and the projection of ``estimate_cost``
+                and ``max_cost_usd``. ``None``: unpriced.
         """
         if not slug or not isinstance(slug, str):
             raise ValueError("register() needs a non-empty slug.")
+        if pricing is not None and not isinstance(pricing, Pricing):
+            raise ValueError(f"register({slug!r}, ...): pricing must be a Pricing.")
         with self._lock:
+            if pricing is None:
+                self._prices.pop(slug, None)
+            else:
+                self._prices[slug] = pricing
             self._sync_cache.discard(lambda key: key[0] == slug)
             discard_cached(self, lambda key: key[0] == slug)
             if isinstance(target, BaseChatModel):
@@ -245,16 +258,50 @@ class ModelRegistry:
         if env and not os.environ.get(env):
             raise MissingAPIKeyError(env, slug)
 
+    async def price_of(self, slug: str) -> Pricing | None:
+        """What ``slug`` costs per token, or ``None`` when no price is known.
+
+        The price registered for it; nothing for the embedded model; for a slug
+        of the default endpoint, the price that endpoint lists at ``/models``
+        (fetched once per process and base URL, kept for an hour).
+        """
+        given = self._prices.get(slug)
+        if given is not None:
+            return given
+        if slug.startswith(LOCAL_PREFIX):
+            return FREE
+        if slug in self._ready or slug in self._endpoints:
+            return None
+        return await PRICE_LIST.price_of(self._default_base_url(), slug)
+
+    def completion_cap(self, slug: str, *, role: str, requested: int | None) -> int | None:
+        """The completion cap a ``role`` call of ``slug`` goes out with; ``None``: no cap.
+
+        ``requested`` is the run's (``max_completion_tokens`` for the panel and
+        the judge, the caller's ``max_tokens`` for the synthesis). A ready
+        model keeps its own settings, a bound ``max_tokens`` aside; slugs of
+        OpenRouter's endpoint get its 16000 on panel and judge calls.
+        """
+        ready = self._ready.get(slug)
+        if ready is not None and not (role == "synthesis" and requested):
+            own = getattr(ready, "max_tokens", None)
+            return own if isinstance(own, int) and not isinstance(own, bool) else None
+        if requested is not None:
+            return requested
+        openrouter = slug not in self._endpoints and not slug.startswith(LOCAL_PREFIX)
+        if openrouter and self._base_url is None and role in ("panel", "judge"):
+            return OPENROUTER_MAX_COMPLETION_TOKENS
+        return None
+
+    def _default_base_url(self) -> str:
+        return self._base_url or os.environ.get(BASE_URL_ENV) or OPENROUTER_BASE_URL
+
     def _build(self, slug: str, settings: dict[str, Any]) -> BaseChatModel:
         if slug.startswith(LOCAL_PREFIX):
             return local_chat_model(slug, settings)
         self.check_key(slug)
         endpoint = self._endpoints.get(slug)
-        base_url = (
-            endpoint.base_url
-            if endpoint
-            else self._base_url or os.environ.get(BASE_URL_ENV) or OPENROUTER_BASE_URL
-        )
+        base_url = endpoint.base_url if endpoint else self._default_base_url()
         env = endpoint.api_key_env if endpoint else self._api_key_env
         api_key = SecretStr(os.environ.get(env, "") if env else "unused")
         if endpoint is None and self._api_key is not None:
@@ -350,8 +397,9 @@ def register_model(
     api_key_env: str | None = None,
     model_name: str | None = None,
     traits: ModelTraits | None = None,
+    pricing: Pricing | None = None,
 ) -> None:
     """Register ``slug`` on the default factory; see ``ModelRegistry.register``."""
     default_registry.register(
-        slug, target, api_key_env=api_key_env, model_name=model_name, traits=traits
+        slug, target, api_key_env=api_key_env, model_name=model_name, traits=traits, pricing=pricing
     )
