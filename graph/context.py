@@ -101,8 +101,9 @@ class FusionContext:
             connection (0 to 10), within that call's deadline.
         synthesize: Whether to write the final answer (the tool leaves it to its caller).
         web_tools: Whether panel calls may use ``web_search``/``web_fetch``.
-        judge_web_tools: Let the judge check disputed facts with the web tools
-            before its analysis (one more judge call; off by default).
+        judge_web_tools: Let the judge check disputed facts on the web. ``None``:
+            on where the judge's endpoint runs OpenRouter's web tools in the
+            judge's own call, off elsewhere (there it costs one more call).
         quorum_grace_s: Once ``min_responses`` answers are in, wait at most this
             many seconds more, then cut the panelists still running
             (``cut_after_quorum``); ``None`` waits for each up to its deadline.
@@ -180,8 +181,11 @@ class FusionContext:
         True, "write the final answer (off: stop at the analysis)", option="--synthesis"
     )
     web_tools: bool = _param(True, "offer web_search/web_fetch to the panel models", option="--web")
-    judge_web_tools: bool = _param(
-        False, "let the judge check disputed facts with the web tools (one more judge call)"
+    judge_web_tools: bool | None = _param(
+        None,
+        "let the judge check disputed facts on the web (default: on where its endpoint runs "
+        "OpenRouter's web tools in the judge's own call; off elsewhere, where it costs one "
+        "more judge call)",
     )
     quorum_grace_s: float | None = _param(
         None,
@@ -289,7 +293,11 @@ class FusionContext:
             _check_literal("reasoning", self.reasoning, ReasoningEffort)
         for name in ("timeout_s", "judge_timeout_s", "synthesis_timeout_s"):
             _check_number(name, getattr(self, name), low=0.0, high=None, open_low=True)
-        for name in ("synthesize", "web_tools", "judge_web_tools", "stream_panel_tokens"):
+        if self.judge_web_tools is not None and not isinstance(self.judge_web_tools, bool):
+            raise ValueError(
+                f"judge_web_tools must be True, False or None; got {self.judge_web_tools!r}."
+            )
+        for name in ("synthesize", "web_tools", "stream_panel_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
 

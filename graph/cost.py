@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langsmith.run_helpers import get_current_run_tree
@@ -189,7 +189,7 @@ class _Projection:
 
 
 async def aestimate_cost(
-    question_or_messages: str | Sequence[AnyMessage],
+    question_or_messages: str | Sequence[BaseMessage],
     context: FusionContext | None = None,
     *,
     model_factory: ModelFactory | None = None,
@@ -219,10 +219,11 @@ async def aestimate_cost(
     """
     ctx = context if context is not None else FusionContext()
     factory = model_factory or default_registry
-    messages: list[AnyMessage] = (
+    messages = cast(
+        list[AnyMessage],
         [HumanMessage(question_or_messages)]
         if isinstance(question_or_messages, str)
-        else list(question_or_messages)
+        else list(question_or_messages),
     )
     asked, told = question(messages) or "", instructions(messages)
     fallbacks = [slug for slug in ctx.fallback_models or () if slug not in ctx.panel]
@@ -282,7 +283,7 @@ async def aestimate_cost(
 
 
 def estimate_cost(
-    question_or_messages: str | Sequence[AnyMessage],
+    question_or_messages: str | Sequence[BaseMessage],
     context: FusionContext | None = None,
     *,
     model_factory: ModelFactory | None = None,

@@ -148,7 +148,9 @@ async def judge_panel(
         question: The question they answer.
         config: The run config of the judge's calls.
         instructions: The asker's system instructions, shown as fenced context.
-        research: First check disputed facts with the web tools (one more call).
+        research: Let the judge check disputed facts on the web: with
+            ``server_tools``, in its one call (the endpoint runs them); with
+            client-side ``tools``, in a call of its own before the verdict.
         tools: The client-side web tools for that check.
         server_tools: The endpoint's own web tools, used instead of ``tools``.
         max_tool_calls: Tool-call budget of the check.
@@ -157,19 +159,22 @@ async def judge_panel(
     messages: list[BaseMessage] = [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt)]
     research_usage: Usage | None = None
     cited: tuple[Citation, ...] = ()
-    if research:
+    in_call = tuple(server_tools) if research else ()
+    if research and not server_tools:
         notes = await answer_with_tools(
             model,
             [SystemMessage(JUDGE_SYSTEM), HumanMessage(prompt + JUDGE_VERIFY)],
             tools,
             max_tool_calls=max_tool_calls,
             config=config,
-            server_tools=server_tools,
         )
         research_usage, cited = notes.usage, notes.citations
         text = fence(message_text(notes.message)) or "(none)"
         messages.append(HumanMessage(JUDGE_NOTES.format(notes=text)))
-    outcome = await structured_verdict(model, messages, config, tuple(panel.labels))
+    outcome = await structured_verdict(
+        model, messages, config, tuple(panel.labels), server_tools=in_call
+    )
+    cited += tuple(outcome.citations)
     usage = outcome.usage
     if research_usage is not None:
         usage = Usage.total([usage, research_usage])

@@ -291,7 +291,7 @@ class Nodes:
                     state.get("question") or "",
                     config,
                     instructions=state.get("instructions"),
-                    research=ctx.judge_web_tools and bool(tools or on_server),
+                    research=_judge_researches(ctx, bool(on_server)) and bool(tools or on_server),
                     tools=tools,
                     server_tools=on_server,
                     max_tool_calls=ctx.max_tool_calls,
@@ -396,6 +396,10 @@ class Nodes:
         result = await priced(self.factory, result, synthesizer=ctx.synthesizer, reused=reused)
         trace_cost(result)
         return {"result": plain(result), "answer": state.get("answer") or ""}
+
+
+def _judge_researches(ctx: FusionContext, on_server: bool) -> bool:
+    return on_server if ctx.judge_web_tools is None else ctx.judge_web_tools
 
 
 def _after_judge(ctx: FusionContext) -> str:

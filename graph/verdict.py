@@ -11,6 +11,7 @@ Output that is not clean JSON is repaired and validated before it is declared
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 from collections.abc import Sequence
@@ -33,9 +34,10 @@ from langchain_core.utils.json_schema import dereference_refs
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import ValidationError
 
+from langfusion.graph.citations import from_annotations
 from langfusion.graph.conversation import message_text
 from langfusion.graph.models import BoundedCache, ModelTraits
-from langfusion.graph.schema import JudgeFailure, JudgeVerdict, Usage
+from langfusion.graph.schema import Citation, JudgeFailure, JudgeVerdict, Usage
 
 _STRUCTURED_METHODS = ("json_schema", "function_calling", "json_mode")
 
@@ -48,6 +50,8 @@ class JudgeOutcome:
     usage: Usage | None
     failure: JudgeFailure | None
     repaired: bool = False
+    # Pages the judge's own call cited (OpenRouter's server tools, as url_citation annotations).
+    citations: tuple[Citation, ...] = ()
 
 
 async def structured_verdict(
@@ -55,6 +59,7 @@ async def structured_verdict(
     messages: list[BaseMessage],
     config: RunnableConfig,
     labels: Sequence[str] = (),
+    server_tools: Sequence[dict[str, Any]] = (),
 ) -> JudgeOutcome:
     """Ask ``model`` for the verdict, with the strictest structured output it accepts.
 
@@ -67,13 +72,28 @@ async def structured_verdict(
         config: The run config of the call.
         labels: This run's response labels: the only values its schema lets
             a ``model``/``models`` field take.
+        server_tools: The endpoint's own web tools, offered in the same call.
     """
+    raw, parsed = await _structured_reply(model, messages, config, labels, server_tools)
+    outcome = _judged(raw, parsed)
+    cited = tuple(from_annotations(raw)) if isinstance(raw, AIMessage) else ()
+    return dataclasses.replace(outcome, citations=cited) if cited else outcome
+
+
+async def _structured_reply(
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    config: RunnableConfig,
+    labels: Sequence[str],
+    server_tools: Sequence[dict[str, Any]],
+) -> tuple[Any, Any]:
+    """The judge's reply and what its parser made of it, trying methods it may refuse."""
     traits = ModelTraits.of(model)
     preferred = traits.structured_method
     methods = [preferred] if preferred else list(_STRUCTURED_METHODS)
     capped = traits.schema_caps
     for index, method in enumerate(methods):
-        runnable = _structured(model, tuple(labels), capped, method)
+        runnable = _structured(model, tuple(labels), capped, method, json.dumps(server_tools))
         try:
             out = await runnable.ainvoke(messages, config)
         except (openai.BadRequestError, openai.UnprocessableEntityError):
@@ -82,7 +102,11 @@ async def structured_verdict(
             continue
         break
     raw = out.get("raw") if isinstance(out, dict) else None
-    parsed = out.get("parsed") if isinstance(out, dict) else out
+    return raw, out.get("parsed") if isinstance(out, dict) else out
+
+
+def _judged(raw: Any, parsed: Any) -> JudgeOutcome:
+    """The verdict in ``parsed``, or repaired from ``raw``, or why there is none."""
     usage = Usage.from_metadata(getattr(raw, "usage_metadata", None))
     if isinstance(parsed, JudgeVerdict):
         return JudgeOutcome(parsed, usage, None)
@@ -135,7 +159,7 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
 # converts and copies the schema, some 3,600 calls a run. An entry holds its
 # model, so no other model can come to have the id in its key.
 _STRUCTURED: BoundedCache[
-    tuple[int, tuple[str, ...], bool, str], tuple[BaseChatModel, _Structured]
+    tuple[int, tuple[str, ...], bool, str, str], tuple[BaseChatModel, _Structured]
 ] = BoundedCache(64)
 
 
@@ -165,17 +189,20 @@ class _Structured:
 
 
 def _structured(
-    model: BaseChatModel, labels: tuple[str, ...], capped: bool, method: str
+    model: BaseChatModel, labels: tuple[str, ...], capped: bool, method: str, tools: str
 ) -> _Structured:
-    key = (id(model), labels, capped, method)
+    key = (id(model), labels, capped, method, tools)
     entry = _STRUCTURED.get(key)
     if entry is None:
         schema = judge_schema(labels, capped=capped)
-        entry = _STRUCTURED.setdefault(key, (model, _bound(model, schema, method)))
+        bound = _bound(model, schema, method, json.loads(tools))
+        entry = _STRUCTURED.setdefault(key, (model, bound))
     return entry[1]
 
 
-def _bound(model: BaseChatModel, schema: dict[str, Any], method: str) -> _Structured:
+def _bound(
+    model: BaseChatModel, schema: dict[str, Any], method: str, server_tools: list[dict[str, Any]]
+) -> _Structured:
     strict = method == "json_schema"
     if not isinstance(model, BaseChatOpenAI):
         kwargs: dict[str, Any] = {"strict": True} if strict else {}
@@ -198,7 +225,16 @@ def _bound(model: BaseChatModel, schema: dict[str, Any], method: str) -> _Struct
                 "strict": True,
             },
         }
-    bound = model.bind(response_format=response_format, ls_structured_output_format=traced)
+    if server_tools:
+        # The endpoint's own web tools ride the judge's one call (OpenRouter's Fusion does
+        # the same). The SDK's parsing path refuses any tool that is not a function, so the
+        # response format goes as a plain request field, and the parser reads the reply.
+        extra_body = {**(model.extra_body or {}), "response_format": response_format}
+        bound = model.bind(
+            extra_body=extra_body, tools=server_tools, ls_structured_output_format=traced
+        )
+    else:
+        bound = model.bind(response_format=response_format, ls_structured_output_format=traced)
     return _Structured(bound, JsonOutputParser())
 
 

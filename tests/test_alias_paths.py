@@ -225,6 +225,7 @@ def test_a_stream_called_directly_shows_its_callbacks_the_answer_only(
     assert len(server.requests_for("synth/model")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("path", "traced_by"),
     [
@@ -366,6 +367,7 @@ def test_a_failed_or_empty_synthesis_raises_fusion_error_with_the_result(
     assert result.analysis is not None and [r.model for r in result.responses] == list(PANEL)
 
 
+@pytest.mark.slow
 def test_a_synthesis_cut_midway_and_retried_answers_exactly_the_retry(
     server: OpenAIServer,
 ) -> None:

@@ -83,6 +83,7 @@ def test_the_hosted_tools_quick_start_fetch_gets_fusion(
     assert all(server.requests_for(slug) for slug in PANEL)
 
 
+@pytest.mark.slow
 @needs_node
 @needs_sdk
 def test_openrouters_typescript_sdk_parses_every_body_and_event(

@@ -46,6 +46,7 @@ def post(base: str, body: dict[str, object], token: str = TOKEN) -> httpx.Respon
     )
 
 
+@pytest.mark.slow
 def test_serve_makes_and_prints_a_token_when_none_is_set(server: WatchingServer) -> None:
     server.script("caller/model", "Hello.")
     with serve_process(server, env={"LANGFUSION_API_KEYS": ""}) as (base, _, output):
@@ -56,6 +57,7 @@ def test_serve_makes_and_prints_a_token_when_none_is_set(server: WatchingServer)
         assert post(base, body, TOKEN).status_code == 401
 
 
+@pytest.mark.slow
 def test_one_conversation_across_two_server_processes_reuses_its_analysis(
     server: WatchingServer,
 ) -> None:
@@ -93,6 +95,7 @@ def test_one_conversation_across_two_server_processes_reuses_its_analysis(
         assert CANARY not in text
 
 
+@pytest.mark.slow
 def test_no_upstream_key_in_what_serve_writes_or_answers(server: WatchingServer) -> None:
     server.script("caller/model", Reply(f"Incorrect API key provided: {CANARY}", status=401))
     with serve_process(server) as (base, _, output):

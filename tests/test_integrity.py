@@ -391,28 +391,50 @@ def tool_types(request: Recorded) -> list[str]:
     return [t.get("type") for t in request.body.get("tools") or []]
 
 
+@pytest.mark.parametrize("judge_web_tools", [None, True, False], ids=["default", "on", "off"])
 async def test_the_default_endpoint_gets_openrouters_server_tools_never_the_synthesis(
-    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch, judge_web_tools: bool | None
 ) -> None:
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-INTEGRITY0123456789abcdef")
     monkeypatch.setenv("OPENROUTER_BASE_URL", server.base_url)
     server.script("p/1", Reply("BRT.", annotations=[{"type": "url_citation", "url": ANNOTATED}]))
+    judged_url = "https://example.org/judge-checked"
+    server.script(
+        "judge/model",
+        Reply(verdict(), annotations=[{"type": "url_citation", "url": judged_url}]),
+    )
     fetch = WebFetchTool()
     graph = build_fusion_graph(model_factory=ModelRegistry(), web_tools=[fetch])
-    ctx = context(PANEL[:2], web_tools=True, judge_web_tools=True, max_tool_calls=3)
+    ctx = context(PANEL[:2], web_tools=True, judge_web_tools=judge_web_tools, max_tool_calls=3)
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=ctx)
     for slug in PANEL[:2]:
         (request,) = server.requests_for(slug)
         assert tool_types(request) == SERVER_TOOL_TYPES
         assert request.body["tools"][1]["parameters"]["max_uses"] == 3
-    research, structured = server.requests_for("judge/model")
-    assert tool_types(research) == SERVER_TOOL_TYPES
-    assert "tools" not in structured.body or "openrouter" not in json.dumps(
-        structured.body["tools"]
-    )
+    # As OpenRouter's Fusion: the judge's one structured call carries its server tools,
+    # unless they are turned off; never a second judge call for them.
+    (judge,) = server.requests_for("judge/model")
+    assert "response_format" in judge.body
+    searched = judge_web_tools is not False
+    assert tool_types(judge) == (SERVER_TOOL_TYPES if searched else [])
     (synthesis,) = server.requests_for("synth/model")
     assert "tools" not in synthesis.body
-    assert [c.url for c in result_of(out).citations] == [ANNOTATED]
+    assert [c.url for c in result_of(out).citations] == [ANNOTATED, judged_url]
+
+
+async def test_elsewhere_the_judges_web_step_is_opt_in_and_a_call_of_its_own(
+    server: OpenAIServer, registry: ModelRegistry
+) -> None:
+    fetch = WebFetchTool()
+    graph = build_fusion_graph(model_factory=registry, web_tools=[fetch])
+    for judge_web_tools in (None, True):
+        ctx = context(PANEL[:2], web_tools=True, judge_web_tools=judge_web_tools)
+        await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=ctx)
+    default, *opted = server.requests_for("judge/model")
+    assert "tools" not in default.body  # one structured call, no web step
+    research, structured = opted
+    assert [t["function"]["name"] for t in research.body["tools"]] == ["web_fetch"]
+    assert "response_format" in structured.body
 
 
 async def test_other_endpoints_get_the_client_side_web_tools(

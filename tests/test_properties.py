@@ -92,8 +92,9 @@ def test_fusion_context_takes_a_value_or_refuses_it_with_a_value_error(
     for name in ("timeout_s", "judge_timeout_s", "synthesis_timeout_s"):
         value = getattr(ctx, name)
         assert not isinstance(value, bool) and math.isfinite(value) and value > 0
-    for name in ("synthesize", "web_tools", "judge_web_tools"):
+    for name in ("synthesize", "web_tools"):
         assert isinstance(getattr(ctx, name), bool)
+    assert ctx.judge_web_tools is None or isinstance(ctx.judge_web_tools, bool)
     if ctx.temperature is not None:
         assert not isinstance(ctx.temperature, bool) and 0 <= ctx.temperature <= 2
 

@@ -284,6 +284,7 @@ TRACED_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden", [("INPUTS",), ("OUTPUTS",), ("INPUTS", "OUTPUTS")])
 def test_langsmith_hide_inputs_and_outputs_are_respected(
     server: OpenAIServer, capture: CaptureServer, hidden: tuple[str, ...]

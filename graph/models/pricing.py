@@ -231,6 +231,3 @@ def _price(raw: Any) -> float | None:
 def _limit(raw: Any) -> int | None:
     return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else None
 
-
-# One list per process: every registry on the same endpoint shares its fetch.
-PRICE_LIST = PriceList()

@@ -23,7 +23,7 @@ from langfusion.graph.models.pools import (
     pooled_async_client,
     shared_sync_client,
 )
-from langfusion.graph.models.pricing import FREE, PRICE_LIST, Pricing
+from langfusion.graph.models.pricing import FREE, PriceList, Pricing
 from langfusion.graph.models.traits import ModelTraits
 from langfusion.graph.models.transport import call_deadline
 
@@ -132,6 +132,8 @@ class ModelRegistry:
         self._ready: dict[str, BaseChatModel] = {}
         self._endpoints: dict[str, _Endpoint] = {}
         self._prices: dict[str, Pricing] = {}
+        # Shared with the copies of with_api_key: one fetch of /models per base URL.
+        self._price_list = PriceList()
         self._sync_cache: BoundedCache[tuple[str, _SettingsKey], BaseChatModel] = BoundedCache(
             MODEL_CACHE_SIZE
         )
@@ -146,6 +148,7 @@ class ModelRegistry:
             copy._ready = dict(self._ready)
             copy._endpoints = dict(self._endpoints)
             copy._prices = dict(self._prices)
+            copy._price_list = self._price_list
         return copy
 
     def register(
@@ -263,7 +266,8 @@ class ModelRegistry:
 
         The price registered for it; nothing for the embedded model; for a slug
         of the default endpoint, the price that endpoint lists at ``/models``
-        (fetched once per process and base URL, kept for an hour).
+        (fetched once per registry and base URL, kept for an hour; the
+        default registry is the process's).
         """
         given = self._prices.get(slug)
         if given is not None:
@@ -272,7 +276,7 @@ class ModelRegistry:
             return FREE
         if slug in self._ready or slug in self._endpoints:
             return None
-        return await PRICE_LIST.price_of(self._default_base_url(), slug)
+        return await self._price_list.price_of(self._default_base_url(), slug)
 
     def completion_cap(self, slug: str, *, role: str, requested: int | None) -> int | None:
         """The completion cap a ``role`` call of ``slug`` goes out with; ``None``: no cap.
