@@ -22,7 +22,7 @@ from langchain_core.messages import HumanMessage
 from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
 from langfusion.tools.cli import main
 from langfusion.tools.playground.render import answer_html
-from langfusion.tools.playground.store import RunStore
+from langfusion.tools.playground.store import INTERRUPTED, RunStore
 from tests.openai_server import Reply
 from tests.playground_harness import (
     PANEL,
@@ -212,10 +212,12 @@ def test_a_foreign_host_or_origin_is_refused(
     assert "script-src 'self'" in by_name.headers["content-security-policy"]
 
 
-def hanging_run(server: WatchingServer, client: httpx.Client) -> tuple[str, Iterator[Any]]:
+def hanging_run(
+    server: WatchingServer, client: httpx.Client, follower: httpx.Client | None = None
+) -> tuple[str, Iterator[Any]]:
     server.script("p/hang", Reply(hang=True))
     run_id = start(client, analysis_models=["p/fast", "p/hang"])
-    stream = events(client, run_id)
+    stream = events(follower or client, run_id)
     for event in stream:
         if event.get("event") == "panel_finished":  # p/fast answered; p/hang is in flight
             break
@@ -304,14 +306,25 @@ def test_the_answer_is_rendered_with_every_tag_escaped() -> None:
     assert "<h1>Title</h1>" in html
 
 
-async def test_runs_left_running_by_a_stopped_server_are_marked_interrupted(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.sqlite")
-    await store.create("abc", 1.0, "q", {"panel": ["p/1"]})
-    store.close()
-    reopened = RunStore(tmp_path / "runs.sqlite")
+async def test_a_run_whose_server_process_died_reads_as_interrupted(tmp_path: Path) -> None:
+    db = tmp_path / "runs.sqlite"
+    started = {"type": "started", "id": "abc", "question": "q"}
+    # A server process that recorded a run and its first event, then died without finishing it.
+    code = (
+        "import asyncio, json, sys\n"
+        "from langfusion.tools.playground.store import RunStore\n"
+        "store = RunStore(sys.argv[1])\n"
+        "journal = [(1, json.dumps(json.loads(sys.argv[2])))]\n"
+        "asyncio.run(store.create('abc', 1.0, 'q', {'panel': ['p/1']}, journal=journal))\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(db), json.dumps(started)], check=True)
+    reopened = RunStore(db)
     record = await reopened.get("abc")
+    listed = await reopened.recent()
     reopened.close()
     assert record is not None and record["state"] == "interrupted"
+    assert record["error"] == INTERRUPTED and record["events"] == [started]
+    assert [run["state"] for run in listed] == ["interrupted"]
 
 
 def test_every_static_file_is_package_data() -> None:
@@ -442,3 +455,80 @@ def test_a_run_followed_by_two_pages_goes_on_when_one_leaves(
     ]
     assert panel_text(staying, "p/fast") == "The fast panelist's answer."
     assert server.dropped == []
+
+
+def test_a_run_is_followed_and_stopped_from_another_server_on_the_same_file(
+    server: WatchingServer, keyed: None, tmp_path: Path
+) -> None:
+    db = tmp_path / "runs.sqlite"
+    with (
+        Playground(server, db) as driving,
+        Playground(server, db) as other,  # knows the run only from the file
+        driving.client() as here,
+        other.client() as there,
+    ):
+        server.script("p/hang", Reply(hang=True))
+        run_id = start(here, analysis_models=["p/fast", "p/hang"])
+        stream = events(there, run_id)
+        seen = []
+        for event in stream:
+            seen.append(event)
+            if event.get("event") == "panel_finished":  # p/fast answered; p/hang is in flight
+                break
+        wait_for(lambda: server.requests_for("p/hang"))
+        stopped = there.post(f"/api/runs/{run_id}/cancel")
+        wait_for(lambda: "p/hang" in server.dropped)  # the driving server closed the connection
+        seen += list(stream)
+        again = there.post(f"/api/runs/{run_id}/cancel")
+        record = there.get(f"/api/runs/{run_id}").json()
+        replayed = list(events(there, run_id))
+    assert stopped.status_code == 202 and again.status_code == 409
+    assert seen[0]["type"] == "started" and seen[0]["panel"] == ["p/fast", "p/hang"]
+    assert panel_text(seen, "p/fast") == "The fast panelist's answer."
+    assert seen[-1]["type"] == "finished" and seen[-1]["state"] == "cancelled"
+    assert record["state"] == "cancelled" and server.requests_for("judge/model") == []
+    assert replayed[-1] == seen[-1] and panel_text(replayed, "p/fast") == panel_text(seen, "p/fast")
+
+
+def test_a_run_goes_on_while_a_page_on_another_server_follows_it(
+    server: WatchingServer, keyed: None, tmp_path: Path
+) -> None:
+    db = tmp_path / "runs.sqlite"
+    with (
+        Playground(server, db) as driving,
+        Playground(server, db) as other,
+        driving.client() as here,
+        other.client() as there,
+    ):
+        run_id = start(here)
+        leaving = events(here, run_id)
+        for event in leaving:
+            if event.get("event") == "panel_finished":  # p/fast answered
+                break
+        staying = events(there, run_id)
+        seen = [next(staying)]
+        leaving.close()  # the page on the driving server goes while p/mid and p/slow answer
+        seen += list(staying)
+    assert seen[0]["type"] == "started" and seen[-1]["state"] == "done"
+    done = [e["model"] for e in seen if e.get("event") == "panel_finished"]
+    assert done == ["p/fast", "p/mid", "p/slow"]
+    assert panel_text(seen, "p/slow") == "The slow panelist's answer."
+    assert server.dropped == []
+
+
+def test_closing_the_last_page_on_another_server_cancels_the_run(
+    server: WatchingServer, keyed: None, tmp_path: Path
+) -> None:
+    db = tmp_path / "runs.sqlite"
+    with (
+        Playground(server, db) as driving,
+        Playground(server, db) as other,
+        driving.client() as here,
+        other.client() as there,
+    ):
+        run_id, stream = hanging_run(server, here, there)  # started here, followed there
+        assert there.get(f"/api/runs/{run_id}").json()["state"] == "running"
+        stream.close()
+        wait_for(lambda: "p/hang" in server.dropped)
+        wait_for(lambda: there.get(f"/api/runs/{run_id}").json()["state"] == "cancelled")
+    assert server.requests_for("judge/model") == []

@@ -6,8 +6,9 @@
 ``GET /api/runs``                      earlier runs, newest first
 ``POST /api/runs``                     start a run: ``{"question", "preset", "analysis_models",
                                        "model", "synthesis_model", "web_tools"}``
+``POST /api/estimate``                 the same body's worst-case cost, no model called
 ``GET /api/runs/{id}/events``          the run as server-sent events, from its start
-``POST /api/runs/{id}/cancel``         stop it, and its model calls
+``POST /api/runs/{id}/cancel``         stop it, and its model calls (in whichever process runs it)
 ``GET /api/runs/{id}``                 the run as recorded
 ``GET /api/runs/{id}/result.json``     the SPEC result (with ``"answer"``), to download
 ``/api/v1/...``, ``/v1/...``           the OpenRouter-compatible API (``api_tokens``)
@@ -30,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from langfusion.graph.context import API_KEY_ENV, PRESET_ALIASES, PRESETS, FusionContext
+from langfusion.graph.cost import aestimate_cost, budget_refusal
 from langfusion.tools.api import KEEPALIVE_S, BearerTokens, api_routes
 from langfusion.tools.playground.guard import HostOriginGuard, allowed_hostnames
 from langfusion.tools.playground.render import answer_html
@@ -84,7 +86,8 @@ def create_app(
             their ``Host``.
         api_tokens: Serve the OpenRouter-compatible API under ``/api/v1`` and
             ``/v1`` to requests bearing one of these tokens; ``None``: no API.
-        model_factory: Builds the API's models (default: the model registry).
+        model_factory: Builds the API's models and prices the page's cost
+            estimates (default: the model registry).
         api_keepalive_s: Seconds of silence after which an API stream sends a keep-alive.
 
     Returns:
@@ -127,7 +130,8 @@ def create_app(
     async def list_runs(request: Request) -> Response:
         return JSONResponse({"runs": await store.recent()})
 
-    async def start_run(request: Request) -> Response:
+    async def asked(request: Request) -> tuple[str, FusionContext] | Response:
+        """The question and the run parameters a page's request sends, or why they are refused."""
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return _error(415, "send the run as application/json")
         try:
@@ -145,8 +149,30 @@ def create_app(
             ctx = FusionContext.from_parameters(_settings(base, body), owner="the playground")
         except ValueError as exc:
             return _error(400, str(exc))
-        run = await manager.start(question.strip(), ctx)
+        return question.strip(), ctx
+
+    async def start_run(request: Request) -> Response:
+        read = await asked(request)
+        if isinstance(read, Response):
+            return read
+        run = await manager.start(*read)
         return JSONResponse({"id": run.id}, status_code=201)
+
+    async def estimate(request: Request) -> Response:
+        read = await asked(request)
+        if isinstance(read, Response):
+            return read
+        question, ctx = read
+        projection = await aestimate_cost(question, ctx, model_factory=model_factory)
+        budget = ctx.max_cost_usd
+        refused = None if budget is None else budget_refusal(projection, budget)
+        return JSONResponse(
+            {
+                "projection": projection.model_dump(mode="json"),
+                "max_cost_usd": budget,
+                "refused": refused.error if refused is not None else None,
+            }
+        )
 
     async def events(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -167,7 +193,7 @@ def create_app(
         )
 
     async def cancel(request: Request) -> Response:
-        if not manager.cancel(request.path_params["run_id"]):
+        if not await manager.cancel(request.path_params["run_id"]):
             return _error(409, "the run is not running")
         return JSONResponse({"cancelled": True}, status_code=202)
 
@@ -215,6 +241,7 @@ def create_app(
             Route("/api/config", config),
             Route("/api/runs", list_runs, methods=["GET"]),
             Route("/api/runs", start_run, methods=["POST"]),
+            Route("/api/estimate", estimate, methods=["POST"]),
             Route("/api/runs/{run_id:str}", get_run),
             Route("/api/runs/{run_id:str}/events", events),
             Route("/api/runs/{run_id:str}/cancel", cancel, methods=["POST"]),

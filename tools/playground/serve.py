@@ -2,8 +2,11 @@
 
 With several workers each is a process of its own that builds its own
 application (its own database connection, its own connection pools) and
-accepts on the one bound socket; the API keeps nothing between requests, so
-any worker serves any request.
+accepts on the one bound socket. The API keeps nothing between requests, and
+the playground's runs live in the SQLite file the workers share (a run is
+driven by the worker that started it and followed or stopped from any), so
+any worker serves any request. Each response says which worker answered it
+(``x-langfusion-worker``: its process id).
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import socket
 from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["bind", "serve", "serve_workers", "url_of"]
+__all__ = ["WORKER_HEADER", "bind", "serve", "serve_workers", "url_of"]
+
+WORKER_HEADER = "x-langfusion-worker"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -84,8 +91,14 @@ def serve_workers(build_app: Callable[[], ASGIApp], sock: socket.socket, workers
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        for process in processes:
-            process.join()
+        # A worker that dies is reaped at once: until then its pid would look
+        # alive to the others, and its runs would not read as interrupted.
+        running = list(processes)
+        while running:
+            multiprocessing.connection.wait([process.sentinel for process in running])
+            for process in [process for process in running if not process.is_alive()]:
+                process.join()
+                running.remove(process)
     except KeyboardInterrupt:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
@@ -97,4 +110,24 @@ def serve_workers(build_app: Callable[[], ASGIApp], sock: socket.socket, workers
 
 
 def _work(build_app: Callable[[], ASGIApp], sock: socket.socket) -> None:
-    serve(build_app(), sock)
+    serve(_NamesWorker(build_app()), sock)
+
+
+class _NamesWorker:
+    """ASGI middleware: every response names the worker process that answered it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.header = (WORKER_HEADER.encode(), str(os.getpid()).encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, named)
