@@ -160,10 +160,13 @@ def _panel_table(result: FusionResult) -> Iterator[str]:
         seconds = f"{r.latency_s:.1f}" if r.latency_s is not None else ""
         cut = " _(cut at its token cap)_" if r.truncated else ""
         cost = f" {_usd(r.usage)} |" if costed else ""
-        yield f"| {_cell(r.model)} | {tokens} | {seconds} | {_cell(r.content, 120)}{cut} |{cost}"
+        model = _cell(r.model) + (f" (for {_cell(r.fallback_for)})" if r.fallback_for else "")
+        yield f"| {model} | {tokens} | {seconds} | {_cell(r.content, 120)}{cut} |{cost}"
     for f in result.failed_models:
         cost = " |" if costed else ""
-        yield f"| {_cell(f.model)} | | | failed ({f.failure_reason}): {_cell(f.error)} |{cost}"
+        replaced = f"; replaced by {_cell(f.replaced_by)}" if f.replaced_by else ""
+        failed = f"failed ({f.failure_reason}{replaced}): {_cell(f.error)}"
+        yield f"| {_cell(f.model)} | | | {failed} |{cost}"
 
 
 def _analysis_table(analysis: Analysis) -> Iterator[str]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
-from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph
+from langfusion.graph import FusionContext, ModelRegistry, build_fusion_graph, result_markdown
 from langfusion.tools import FusionTool
 from tests.fakes import result_of, verdict
 from tests.openai_server import OpenAIServer, Reply
@@ -99,6 +99,8 @@ async def test_a_failed_panelist_is_replaced_by_a_fallback_the_judge_sees(
     assert [r.fallback_for for r in spare] == ["p/down"]
     judged = json.dumps(server.requests_for("judge/model")[0].body["messages"])
     assert "halves running costs" in judged
+    shown = result_markdown(result)
+    assert "replaced by f/spare" in shown and "f/spare (for p/down)" in shown
     data = out["result"]
     assert data["failed_models"][0]["replaced_by"] == "f/spare"
     assert "fallback_for" not in data["responses"][0]  # additive: only on a fallback
