@@ -1,13 +1,11 @@
-"""Cost you can see before you pay: a run's worst case, its budget, and its calls priced.
+"""Cost you can see before you pay: a run's worst case, and the budget it must fit.
 
 ``estimate_cost`` projects, without calling any model, what a run may cost
 at worst: for every panel, judge and synthesis call, its prompt tokens plus
 its completion cap, times ``max_tool_calls + 1`` rounds for a call with web
 tools, at the prices the model factory knows (``PricesModels``). With
 ``max_cost_usd``, ``prepare`` refuses a run whose worst case is above the
-budget or cannot be bounded. After a run, every call whose provider
-reported no cost is priced from the same table (``cost_source:
-"price_table"``).
+budget or cannot be bounded (graph/spend.py prices the calls after a run).
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage, SystemMessage
-from langsmith.run_helpers import get_current_run_tree
 
 from langfusion.graph.context import FusionContext
 from langfusion.graph.conversation import (
@@ -38,11 +35,11 @@ from langfusion.graph.models import ModelFactory, PricesModels, Pricing, default
 from langfusion.graph.panel import panel_messages
 from langfusion.graph.projection import CapSource, CostProjection, ProjectedCall, TokenCounting
 from langfusion.graph.prompts import JUDGE_NOTES, JUDGE_SYSTEM, JUDGE_VERIFY
-from langfusion.graph.schema import FusionResult, PanelResponse, Step, Usage
+from langfusion.graph.schema import FusionResult, PanelResponse, Step
 from langfusion.graph.synthesis_prompt import NO_ANALYSIS, synthesis_messages
 from langfusion.graph.verdict import judge_schema
 
-__all__ = ["TOKEN_COUNTING_ENV", "aestimate_cost", "budget_refusal", "estimate_cost", "priced"]
+__all__ = ["TOKEN_COUNTING_ENV", "aestimate_cost", "budget_refusal", "estimate_cost"]
 
 # "estimate" counts four characters a token without trying tiktoken, whose
 # first use downloads its encoding.
@@ -143,8 +140,8 @@ class _Projection:
 
     def add(
         self, step: Step, slug: str, role: str, prompt: int, requested: int | None, rounds: int
-    ) -> int | None:
-        """Project one call; returns its completion cap (``None``: unknown)."""
+    ) -> None:
+        """Project one call of ``rounds`` requests of ``prompt`` tokens each."""
         cap, source = self.cap(slug, role, requested, prompt)
         price = self.prices.get(slug)
         cost: float | None = None
@@ -161,7 +158,6 @@ class _Projection:
                 cost_usd=None if cost is None else round(cost, 10),
             )
         )
-        return cap
 
     def result(self, counting: TokenCounting) -> CostProjection:
         steps: dict[str, float] = {}
@@ -199,7 +195,7 @@ async def aestimate_cost(
     """What a run may cost at worst, computed without calling any model.
 
     Every panel call (fallbacks included), the judge (its web research too,
-    with ``judge_web_tools``) and the synthesis are projected at their
+    unless ``judge_web_tools=False``) and the synthesis are projected at their
     prompt tokens plus their completion cap, ``max_tool_calls + 1`` rounds
     for a call with web tools; the judge's prompt holds every panel answer at
     its cap, the synthesis's the analysis at the judge's. Prices and caps come
@@ -260,7 +256,9 @@ async def aestimate_cost(
         empty = Panel(labels, tuple(PanelResponse(model=s, content="") for s in ctx.panel))
         judged = [SystemMessage(JUDGE_SYSTEM), HumanMessage(empty.prompt(asked, told))]
         prompt = run.tokens(judged) + answer_bound
-        if ctx.judge_web_tools:
+        # Unset, the judge researches where its endpoint runs the web tools in
+        # its own call: that is not known here, so the worst case assumes it.
+        if ctx.judge_web_tools is not False:
             research = prompt + count(JUDGE_VERIFY) + _WEB_TOOL_DEFINITIONS
             run.add("judge", ctx.judge, "judge", research, ctx.max_completion_tokens, web_rounds)
             prompt += _PER_MESSAGE + count(JUDGE_NOTES) + (judge_cap or 0)
@@ -287,6 +285,7 @@ def estimate_cost(
     context: FusionContext | None = None,
     *,
     model_factory: ModelFactory | None = None,
+    synthesis_max_tokens: int | None = None,
 ) -> CostProjection:
     """What a run may cost at worst, without calling any model; see :func:`aestimate_cost`.
 
@@ -294,7 +293,12 @@ def estimate_cost(
     """
 
     def work() -> Coroutine[Any, Any, CostProjection]:
-        return aestimate_cost(question_or_messages, context, model_factory=model_factory)
+        return aestimate_cost(
+            question_or_messages,
+            context,
+            model_factory=model_factory,
+            synthesis_max_tokens=synthesis_max_tokens,
+        )
 
     try:
         asyncio.get_running_loop()
@@ -310,7 +314,6 @@ def budget_refusal(projection: CostProjection, budget: float) -> FusionResult | 
     A projection that cannot be bounded (a slug without a price, or a priced
     call without a known cap) is refused too: a budget never runs blind.
     """
-    traced({"fusion_projected_cost_usd": projection.total_usd, "fusion_budget_usd": budget})
     if projection.unpriced:
         error = (
             f"max_cost_usd={budget:g} is set, but no price is known for "
@@ -336,82 +339,3 @@ def budget_refusal(projection: CostProjection, budget: float) -> FusionResult | 
         return None
     refused = FusionResult.failure(error, "budget_exceeded")
     return refused.model_copy(update={"cost_projection": projection})
-
-
-async def priced(
-    factory: ModelFactory, result: FusionResult, *, synthesizer: str, reused: bool
-) -> FusionResult:
-    """``result`` with a ``price_table`` cost on every usage whose provider reported none.
-
-    A reused analysis was paid for by the run that made it: its answers are
-    left as they are. A free model (the embedded one) gets no cost either.
-    """
-    if not isinstance(factory, PricesModels):
-        return result
-
-    async def costed(slug: str | None, usage: Usage | None) -> Usage | None:
-        if slug is None or usage is None or usage.cost is not None or not usage.total_tokens:
-            return usage
-        price = await factory.price_of(slug)
-        if price is None or price.free:  # the embedded model's calls cost nothing to say
-            return usage
-        cost = round(price.cost(usage.input_tokens, usage.output_tokens), 10)
-        return usage.model_copy(update={"cost": cost, "cost_source": "price_table"})
-
-    def added(before: Usage | None, after: Usage | None) -> Usage:
-        """The cost ``after`` was priced at over ``before``, as a usage of no tokens."""
-        if after is None or after is before or after.cost is None:
-            return Usage()
-        return Usage(cost=after.cost, cost_source="price_table")
-
-    responses = result.responses
-    if not reused:
-        responses = [
-            r.model_copy(update={"usage": await costed(r.model, r.usage)}) for r in responses
-        ]
-    judge = await costed(result.judge_model, result.judge_usage)
-    synthesis = await costed(synthesizer, result.usage.synthesis)
-    panel_added = Usage.total(
-        added(old.usage, new.usage) for old, new in zip(result.responses, responses, strict=True)
-    )
-    judge_added = added(result.judge_usage, judge)
-    synthesis_added = added(result.usage.synthesis, synthesis)
-    usage = result.usage.model_copy(
-        update={
-            "panel": result.usage.panel + panel_added,
-            "judge": result.usage.judge + judge_added,
-            "synthesis": synthesis or result.usage.synthesis,
-            "total": result.usage.total + panel_added + judge_added + synthesis_added,
-        }
-    )
-    return result.model_copy(update={"responses": responses, "judge_usage": judge, "usage": usage})
-
-
-def trace_cost(result: FusionResult) -> None:
-    """Put the run's cost, by step and by model, on its LangSmith run (where one is traced)."""
-    usage = result.usage
-    if usage.total.cost is None:
-        return
-    by_model: dict[str, float] = {}
-    for response in result.responses:
-        if response.usage is not None and response.usage.cost is not None:
-            by_model[response.model] = by_model.get(response.model, 0.0) + response.usage.cost
-    traced(
-        {
-            "fusion_cost_usd": usage.total.cost,
-            "fusion_cost_source": usage.total.cost_source,
-            "fusion_cost_by_step": {
-                step: cost
-                for step in ("panel", "judge", "synthesis")
-                if (cost := getattr(usage, step).cost) is not None
-            },
-            "fusion_cost_by_panelist": by_model,
-        }
-    )
-
-
-def traced(metadata: dict[str, Any]) -> None:
-    """Add ``metadata`` to the LangSmith run this code runs in; nothing when none is traced."""
-    run = get_current_run_tree()
-    if run is not None:
-        run.add_metadata(metadata)

@@ -31,7 +31,6 @@ from langfusion.graph.conversation import (
     since_question,
     without_instructions,
 )
-from langfusion.graph.cost import priced, trace_cost
 from langfusion.graph.depth import ACTIVE_DEPTH, Role, active, child_config, header_depth
 from langfusion.graph.errors import (
     EmptyCompletionError,
@@ -62,6 +61,7 @@ from langfusion.graph.schema import (
     PanelResponse,
     Usage,
 )
+from langfusion.graph.spend import priced, trace_cost
 from langfusion.graph.state import FusionState, PanelTask, all_loaded, loaded, plain, plains
 from langfusion.graph.synthesis_prompt import synthesis_messages
 

@@ -12,6 +12,7 @@ from langfusion.graph.cost import aestimate_cost, budget_refusal
 from langfusion.graph.errors import MissingAPIKeyError, ModelUnavailableError, classify
 from langfusion.graph.models import ModelFactory, ReadiesModels
 from langfusion.graph.schema import FusionResult
+from langfusion.graph.spend import traced
 
 
 async def refusal_of(
@@ -68,6 +69,10 @@ async def refusal_of(
         model_factory=factory,
         synthesis_max_tokens=synthesis_max_tokens,
         reusing=reusing,
+    )
+    # The worst case and the budget, on the run's trace (where one is traced).
+    traced(
+        {"fusion_projected_cost_usd": projection.total_usd, "fusion_budget_usd": ctx.max_cost_usd}
     )
     return budget_refusal(projection, ctx.max_cost_usd)
 

@@ -97,6 +97,9 @@ class OpenAIServer:
         self.requests: list[Recorded] = []
         # Extra GET routes (path -> (content type, body)): web pages, a search API.
         self.pages: dict[str, tuple[str, str]] = {}
+        # GET /v1/models: its entries (OpenRouter's shape, with pricing) and how often it was read.
+        self.models: list[dict[str, Any]] = []
+        self.models_reads = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -331,7 +334,9 @@ class OpenAIServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": []})
+        with self._lock:
+            self.models_reads += 1
+        return web.json_response({"object": "list", "data": self.models})
 
     def start(self) -> OpenAIServer:
         ready = threading.Event()

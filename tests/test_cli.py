@@ -295,6 +295,7 @@ GIVEN: dict[str, tuple[list[str], Any]] = {
     "stream_panel_tokens": (["--stream-panel-tokens"], True),
     "quorum_grace_s": (["--quorum-grace", "2.5"], 2.5),
     "fallback_models": (["--fallback-models", "f/1,f/2"], ("f/1", "f/2")),
+    "max_cost_usd": (["--max-cost-usd", "1.5"], 1.5),
 }
 
 

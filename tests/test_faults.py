@@ -102,6 +102,7 @@ def test_the_failure_reasons_are_the_specs_closed_set() -> None:
         "judge_upstream_error",
         "judge_empty_completion",
         "synthesis_failed",
+        "budget_exceeded",
         # OpenRouter's, for the HTTP API.
         "fusion_invocation_capped",
         "cancelled",

@@ -230,4 +230,3 @@ def _price(raw: Any) -> float | None:
 
 def _limit(raw: Any) -> int | None:
     return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else None
-

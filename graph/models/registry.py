@@ -262,12 +262,10 @@ class ModelRegistry:
             raise MissingAPIKeyError(env, slug)
 
     async def price_of(self, slug: str) -> Pricing | None:
-        """What ``slug`` costs per token, or ``None`` when no price is known.
+        """What ``slug`` costs per token; ``None`` when no price is known.
 
-        The price registered for it; nothing for the embedded model; for a slug
-        of the default endpoint, the price that endpoint lists at ``/models``
-        (fetched once per registry and base URL, kept for an hour; the
-        default registry is the process's).
+        Its registered price; nothing for the embedded model; else its default
+        endpoint's ``/models`` price (one fetch per registry and hour).
         """
         given = self._prices.get(slug)
         if given is not None:
@@ -279,12 +277,10 @@ class ModelRegistry:
         return await self._price_list.price_of(self._default_base_url(), slug)
 
     def completion_cap(self, slug: str, *, role: str, requested: int | None) -> int | None:
-        """The completion cap a ``role`` call of ``slug`` goes out with; ``None``: no cap.
+        """The cap a ``role`` call of ``slug`` is sent, given the run's ``requested`` one.
 
-        ``requested`` is the run's (``max_completion_tokens`` for the panel and
-        the judge, the caller's ``max_tokens`` for the synthesis). A ready
-        model keeps its own settings, a bound ``max_tokens`` aside; slugs of
-        OpenRouter's endpoint get its 16000 on panel and judge calls.
+        A ready model keeps its own (the synthesis's bound ``max_tokens``
+        aside); OpenRouter's slugs get its 16000 on panel and judge calls.
         """
         ready = self._ready.get(slug)
         if ready is not None and not (role == "synthesis" and requested):

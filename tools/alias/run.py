@@ -84,10 +84,18 @@ class Ending:
         return list(getattr(self.reply, "tool_calls", None) or [])
 
     def metadata(self, model_name: str) -> dict[str, Any]:
-        """``response_metadata`` of the alias's message."""
+        """``response_metadata`` of the alias's message.
+
+        ``cost`` (US dollars) and ``cost_source`` total every call of the run,
+        where a cost is known; the result in ``fusion`` has it by step and by call.
+        """
+        total = self.result.usage.total
+        known = total.cost is not None
+        cost = {"cost": total.cost, "cost_source": total.cost_source} if known else {}
         return {
             "model_name": model_name,
             "finish_reason": "tool_calls" if self.tool_calls else "stop",
+            **cost,
             "fusion": self.result.model_dump(mode="json"),
         }
 

@@ -6,6 +6,9 @@
 ``GET {base}/models``                       the fusion alias and the default models
 ==========================================  =========================================
 
+A request with ``"estimate": true`` gets the fusion's worst-case cost
+projection (``CostProjection``) as JSON instead of a run.
+
 Every request needs ``Authorization: Bearer <token>``. Nothing is kept between
 requests: a conversation's fusion record travels in the conversation.
 """
@@ -21,13 +24,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from langfusion.graph import FusionContext, FusionGraph, ModelFactory, build_fusion_graph
+from langfusion.graph import (
+    CostProjection,
+    FusionContext,
+    FusionGraph,
+    ModelFactory,
+    aestimate_cost,
+    build_fusion_graph,
+)
 from langfusion.tools.api.auth import BearerTokens
 from langfusion.tools.api.chat import completion, completion_frames
 from langfusion.tools.api.errors import ApiError, unexpected
 from langfusion.tools.api.events import Finished, Outcome
 from langfusion.tools.api.loop import Runner
-from langfusion.tools.api.request import FUSION_ALIASES, chat_turn, request_depth, responses_turn
+from langfusion.tools.api.request import (
+    FUSION_ALIASES,
+    Plan,
+    chat_turn,
+    request_depth,
+    responses_turn,
+)
 from langfusion.tools.api.responses import ResponseShape, response_frames
 from langfusion.tools.api.stream import sse_response, until_disconnect
 
@@ -76,6 +92,32 @@ def _model_entry(slug: str, description: str) -> dict[str, Any]:
         "supported_voices": None,
         "links": {"details": f"{BASES[0]}/models/{slug}/endpoints"},
     }
+
+
+async def projected(plan: Plan, factory: ModelFactory) -> CostProjection:
+    """The worst case of a request's fusion, with the model that writes its answer.
+
+    The alias's synthesis model writes the answer; with the server tool or the
+    plugin it is the request's own model, after the fusion's result comes back.
+
+    Raises:
+        ApiError: 400 when the request runs no fusion.
+    """
+    if plan.context is None or plan.turn.fusion is None:
+        raise ApiError(
+            400,
+            "estimate: this request runs no fusion; the cost projection is of a fusion "
+            "(model openrouter/fusion, the fusion plugin or the openrouter:fusion tool).",
+        )
+    settings = {**plan.context.settings(), "synthesize": True}
+    if not plan.turn.fusion.alias:
+        settings["synthesis_model"] = plan.turn.model
+    return await aestimate_cost(
+        plan.turn.messages,
+        FusionContext.from_parameters(settings, owner="fusion"),
+        model_factory=factory,
+        synthesis_max_tokens=plan.turn.settings.get("max_tokens"),
+    )
 
 
 def api_routes(
@@ -149,6 +191,8 @@ def api_routes(
     async def chat(request: Request, body: dict[str, Any]) -> Response:
         turn = chat_turn(body, request_depth(request.headers))
         plan = runner().plan(turn)
+        if turn.estimate:
+            return JSONResponse((await projected(plan, runner().factory)).model_dump(mode="json"))
         events = runner().run(plan)
         if turn.stream:
             return sse_response(completion_frames(events, plan.answering, keepalive_s))
@@ -158,6 +202,8 @@ def api_routes(
     async def responses(request: Request, body: dict[str, Any]) -> Response:
         turn = responses_turn(body, request_depth(request.headers))
         plan = runner().plan(turn)
+        if turn.estimate:
+            return JSONResponse((await projected(plan, runner().factory)).model_dump(mode="json"))
         events = runner().run(plan)
         shape = ResponseShape(turn, body.get("tool_choice"))
         if turn.stream:

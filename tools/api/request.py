@@ -97,6 +97,7 @@ class Turn:
         fusion: How fusion applies; ``None`` for a plain completion.
         stream: The client asked for a stream.
         depth: The fusion depth the request says it runs at.
+        estimate: The client asked for the fusion's cost projection instead of a run.
     """
 
     api: Literal["chat", "responses"]
@@ -109,6 +110,7 @@ class Turn:
     fusion: FusionRequest | None = None
     stream: bool = False
     depth: int = 0
+    estimate: bool = False
 
     @property
     def messages(self) -> list[BaseMessage]:
@@ -182,18 +184,17 @@ def _client_tools(raw: object, flat: bool) -> tuple[list[dict[str, Any]], dict[s
     return functions, fusion
 
 
-def _common(body: Mapping[str, Any]) -> tuple[str, bool]:
+def _common(body: Mapping[str, Any]) -> tuple[str, bool, bool]:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ApiError(400, "model is required: a model slug, or openrouter/fusion.")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false.")
-    if body.get("estimate"):
-        raise ApiError(
-            400, "estimate: the cost projection is not served by this version of langfusion."
-        )
-    return model.strip(), stream
+    estimate = body.get("estimate", False)
+    if not isinstance(estimate, bool):
+        raise ApiError(400, "estimate must be true or false.")
+    return model.strip(), stream, estimate
 
 
 def _settings(body: Mapping[str, Any], max_tokens: object) -> dict[str, Any]:
@@ -223,7 +224,7 @@ def chat_turn(body: Mapping[str, Any], depth: int) -> Turn:
         ApiError: 400 for a body that is not a valid request, naming what is wrong.
     """
     refuse_unknown(body, _CHAT_FIELDS, "the request")
-    model, stream = _common(body)
+    model, stream, estimate = _common(body)
     tools, tool = _client_tools(body.get("tools"), flat=False)
     fusion = fusion_request(
         model, tool, plugin_settings(body.get("plugins")), body.get("tool_choice")
@@ -248,6 +249,7 @@ def chat_turn(body: Mapping[str, Any], depth: int) -> Turn:
         fusion=fusion,
         stream=stream,
         depth=depth,
+        estimate=estimate,
     )
 
 
@@ -265,7 +267,7 @@ def responses_turn(body: Mapping[str, Any], depth: int) -> Turn:
         ApiError: 400 for a body that is not a valid request, naming what is wrong.
     """
     refuse_unknown(body, _RESPONSES_FIELDS, "the request")
-    model, stream = _common(body)
+    model, stream, estimate = _common(body)
     if body.get("previous_response_id"):
         raise ApiError(
             400,
@@ -303,4 +305,5 @@ def responses_turn(body: Mapping[str, Any], depth: int) -> Turn:
         fusion=fusion,
         stream=stream,
         depth=depth,
+        estimate=estimate,
     )

@@ -23,6 +23,7 @@ examples:
   langfusion ask --models ~openai/gpt-latest,~google/gemini-pro-latest \\
       --judge ~anthropic/claude-opus-latest "Review this design: ..."
   git diff | langfusion ask - --json > review.json
+  langfusion ask --estimate --max-tool-calls 2 "Compare Raft and Paxos."   # cost first
 
 presets (panel -> judge):
 {presets}
@@ -183,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output.add_argument(
         "--responses", action="store_true", help="also show every panel model's full answer"
+    )
+    output.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the run's worst-case cost instead of running it (no model is called; "
+        "with --json, the projection as JSON)",
     )
 
     serve = commands.add_parser(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from starlette.applications import Starlette
 
-    from langfusion.graph import FusionGraph
+    from langfusion.graph import FusionGraph, ModelFactory
     from langfusion.graph.schema import FusionResult
     from langfusion.tools.cli.progress import Mode, Progress
 
@@ -43,6 +43,7 @@ def main(
     build_graph: Callable[[], FusionGraph] | None = None,
     console: Console | None = None,
     err_console: Console | None = None,
+    model_factory: ModelFactory | None = None,
 ) -> int:
     """Run the ``langfusion`` command.
 
@@ -54,6 +55,8 @@ def main(
             against other models.
         console: Where the analysis and the answer go (default: stdout).
         err_console: Where progress and messages go (default: stderr).
+        model_factory: Where ``ask --estimate`` reads prices and caps (default:
+            the model registry); pass the factory ``build_graph`` runs on.
 
     Returns:
         The exit status: 0 ok, 1 nothing usable or an unexpected failure,
@@ -72,6 +75,8 @@ def main(
     try:
         if args.command == "serve":
             return _serve(args, args.command_parser, build_graph, out, err)
+        if args.estimate:
+            return _estimate(args, args.command_parser, model_factory, out, err)
         return _ask(args, args.command_parser, build_graph or _default_graph, out, err)
     except SystemExit as exc:  # a usage error found after parsing: a bad value, no question
         return _exit_status(exc)
@@ -136,6 +141,37 @@ def _ask(
         shown = answer if ctx.synthesize else None
         write_result(out, result, shown, responses=args.responses)
     return EXIT_OK if result.status == "ok" else EXIT_FAILED
+
+
+def _estimate(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    factory: ModelFactory | None,
+    out: Console,
+    err: Console,
+) -> int:
+    """Print the worst case of the run ``args`` describe; 1 when its budget would refuse it."""
+    try:
+        ctx = FusionContext.from_parameters(context_settings(args), owner="langfusion ask")
+    except ValueError as exc:
+        parser.error(in_option_terms(str(exc)))
+    question = _read_question(args.question, parser, err)
+
+    from rich.text import Text
+
+    from langfusion.graph.cost import aestimate_cost, budget_refusal
+    from langfusion.tools._sync import run_sync
+    from langfusion.tools.cli.render import write_projection
+
+    projection = run_sync(lambda: aestimate_cost(question, ctx, model_factory=factory))
+    refused = None if ctx.max_cost_usd is None else budget_refusal(projection, ctx.max_cost_usd)
+    write_projection(out, projection, as_json=args.json)
+    if refused is not None:
+        err.print(
+            Text(f"langfusion: budget_exceeded: {refused.error}", style="red"), soft_wrap=True
+        )
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _serve(

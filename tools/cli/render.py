@@ -7,10 +7,11 @@ import json
 from rich.console import Console
 from rich.markdown import Markdown
 
-from langfusion.graph.render import result_markdown
+from langfusion.graph.projection import CostProjection
+from langfusion.graph.render import projection_markdown, result_markdown
 from langfusion.graph.schema import FusionResult
 
-__all__ = ["write_json", "write_result"]
+__all__ = ["write_json", "write_projection", "write_result"]
 
 
 def write_result(
@@ -24,7 +25,19 @@ def write_result(
         answer: The synthesis; ``None`` when the run was not asked to write one.
         responses: Also show every panel model's full answer.
     """
-    text = result_markdown(result, answer=answer, responses=responses)
+    _write_markdown(console, result_markdown(result, answer=answer, responses=responses))
+
+
+def write_projection(console: Console, projection: CostProjection, *, as_json: bool) -> None:
+    """Show a run's worst-case cost: as Markdown, or as its JSON for programs."""
+    if as_json:
+        console.file.write(projection.model_dump_json(indent=2) + "\n")
+        console.file.flush()
+        return
+    _write_markdown(console, projection_markdown(projection) + "\n")
+
+
+def _write_markdown(console: Console, text: str) -> None:
     if console.is_terminal:
         console.print(Markdown(text))
         return

@@ -1,5 +1,5 @@
 // The playground page: the question form, the earlier runs, and which run is shown.
-import { $, clear, el } from "./dom.js";
+import { $, clear, el, fmtInt } from "./dom.js";
 import { currentRun, openRun } from "./run.js";
 
 let config = null;
@@ -38,17 +38,17 @@ function summarize() {
   $("settings-summary").textContent = `${panel} → ${judge}`;
 }
 
-async function ask(event) {
-  event.preventDefault();
+// The run the form describes, or null (and the form says why) when there is no question.
+function formBody() {
   const question = $("question").value.trim();
   const error = $("form-error");
   error.hidden = true;
   if (!question) {
     error.textContent = "Type a question first.";
     error.hidden = false;
-    return;
+    return null;
   }
-  const body = {
+  return {
     question,
     preset: $("preset").value || null,
     analysis_models: $("panel-models").value.trim() || null,
@@ -56,6 +56,44 @@ async function ask(event) {
     synthesis_model: $("synthesis-model").value.trim() || null,
     web_tools: $("web-tools").checked,
   };
+}
+
+// The worst case of the run the form describes, before it is asked (no model is called).
+async function estimate() {
+  const body = formBody();
+  if (!body) return;
+  const line = $("estimate-line");
+  const response = await fetch("/api/estimate", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const data = await response.json();
+  if (!response.ok) {
+    $("form-error").textContent = data.error || `HTTP ${response.status}`;
+    $("form-error").hidden = false;
+    return;
+  }
+  const p = data.projection;
+  const steps = Object.entries(p.steps).map(([step, usd]) => `${step} $${usd.toFixed(4)}`);
+  const parts = [`Worst case ${p.complete ? "at most" : "at least"} $${p.total_usd.toFixed(4)}`];
+  if (steps.length) parts.push(`(${steps.join(" · ")})`);
+  const rounds = p.calls.reduce((n, c) => n + c.rounds, 0);
+  parts.push(`· ${fmtInt(rounds)} model requests at most`);
+  if (p.unpriced.length) parts.push(`· no price for ${p.unpriced.join(", ")}`);
+  if (p.uncapped.length) parts.push(`· no completion cap for ${p.uncapped.join(", ")}`);
+  if (p.token_counting === "estimate") parts.push("· prompt tokens estimated");
+  if (data.refused) parts.push(`· over the budget: ${data.refused}`);
+  line.textContent = parts.join(" ");
+  line.dataset.total = String(p.total_usd);
+  line.hidden = false;
+}
+
+async function ask(event) {
+  event.preventDefault();
+  const body = formBody();
+  if (!body) return;
+  const error = $("form-error");
   $("ask").disabled = true;
   const response = await fetch("/api/runs", {
     method: "POST",
@@ -109,6 +147,7 @@ function fromHash() {
 document.addEventListener("DOMContentLoaded", async () => {
   $("ask-form").addEventListener("submit", ask);
   $("stop").addEventListener("click", stop);
+  $("estimate").addEventListener("click", estimate);
   for (const id of ["preset", "panel-models", "judge-model"]) $(id).addEventListener("input", summarize);
   $("question").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.metaKey || event.ctrlKey)) $("ask-form").requestSubmit();

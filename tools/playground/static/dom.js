@@ -30,9 +30,11 @@ export function fmtSeconds(s) {
   return typeof s === "number" ? `${s.toFixed(1)}s` : "";
 }
 
+// A cost from the price table (not reported by the provider) is marked "≈".
 export function fmtCost(usage) {
   const cost = usage && typeof usage.cost === "number" ? usage.cost : null;
-  return cost === null ? "" : `$${cost.toFixed(4)}`;
+  if (cost === null) return "";
+  return `${usage.cost_source === "price_table" ? "≈" : ""}$${cost.toFixed(4)}`;
 }
 
 export function safeUrl(url) {

@@ -22,13 +22,16 @@ export function showResult(result, run) {
     if (r.usage && r.usage.output_tokens) parts.push(`· ${fmtInt(r.usage.output_tokens)} tokens`);
     const cost = fmtCost(r.usage);
     if (cost) parts.push(`· ${cost}`);
+    if (r.fallback_for) parts.push(`· fallback for ${r.fallback_for}`);
+    if (r.truncated) parts.push("· cut at its token cap");
     setCard(card, "done", parts.join(" "));
     card.querySelector(".text").textContent = r.content;
   }
   for (const f of result.failed_models || []) {
     if (responded.has(f.model)) continue;
     const status = f.status_code && !String(f.error).startsWith("HTTP") ? ` (HTTP ${f.status_code})` : "";
-    setCard(panelCard(f.model), "failed", `failed: ${f.failure_reason}${status}: ${f.error}`);
+    const replaced = f.replaced_by ? `; replaced by ${f.replaced_by}` : "";
+    setCard(panelCard(f.model), "failed", `failed: ${f.failure_reason}${status}${replaced}: ${f.error}`);
   }
 
   if (result.status === "error") {
@@ -38,6 +41,7 @@ export function showResult(result, run) {
   } else if (result.failure_reason === "synthesis_failed") {
     banner("warning", "The synthesis failed: the analysis and the panel answers are kept, but there is no answer.");
   }
+  if (result.answer_truncated) banner("warning", "The answer stopped at its token cap: it is cut short.");
   const meta = result.analysis_meta;
   if (meta) {
     if (meta.degraded === "single_response") {
@@ -156,7 +160,7 @@ function showUsage(result, run) {
   if (!rows.length) return;
   $("usage").hidden = false;
   const total = usage.total || {};
-  // A cost column only where the provider reported one.
+  // A cost column only where a cost is known: reported by the provider, or (≈) at list prices.
   const costed = [...rows.map((row) => row[2]), total].some((u) => fmtCost(u));
   const table = $("usage-table");
   const heads = ["step", "model", "input", "output", "total", "seconds", ...(costed ? ["cost"] : [])];
@@ -174,5 +178,8 @@ function showUsage(result, run) {
   const partial = unreported.length ? "some calls not reported" : "";
   body.append(el("tr", { "data-step": "total", class: "total" }, el("td", {}, "total"), el("td", {}, partial), ...cells(total, null)));
   table.append(body);
+  if (total.cost_source === "price_table") {
+    table.append(el("caption", { class: "muted" }, "≈ at list prices: the provider reported no cost for these calls"));
+  }
 }
 
