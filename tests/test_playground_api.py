@@ -154,6 +154,33 @@ def test_the_page_may_change_the_models_and_bad_values_are_refused_before_any_ca
     assert {r.model for r in server.requests} == {"p/fast", "p/mid"}
 
 
+def test_the_page_sets_the_quorum_grace_and_fallbacks_and_shows_how_they_acted(
+    server: WatchingServer, keyed: None, tmp_path: Path
+) -> None:
+    server.script("p/down", Reply("no such model", status=404))
+    server.script("f/spare", "A spare answer.")
+    with Playground(server, tmp_path / "runs.sqlite") as playground, playground.client() as client:
+        refused = client.post("/api/runs", json={"question": QUESTION, "quorum_grace_s": -1})
+        run_id = start(
+            client,
+            analysis_models="p/fast, p/down",
+            min_responses=2,
+            quorum_grace_s=5,
+            fallback_models="f/spare",
+        )
+        seen = list(events(client, run_id))
+        result = client.get(f"/api/runs/{run_id}/result.json").json()
+    assert refused.status_code == 400 and "quorum_grace_s" in refused.json()["error"]
+    assert seen[-1]["state"] == "done"
+    assert [(f["model"], f.get("replaced_by")) for f in result["failed_models"]] == [
+        ("p/down", "f/spare")
+    ]
+    assert {r["model"]: r.get("fallback_for") for r in result["responses"]} == {
+        "p/fast": None,
+        "f/spare": "p/down",
+    }
+
+
 def test_runs_are_kept_and_reopen_after_a_restart(
     server: WatchingServer, keyed: None, tmp_path: Path
 ) -> None:

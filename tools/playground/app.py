@@ -46,7 +46,18 @@ __all__ = ["MAX_QUESTION_CHARS", "PAGE_FIELDS", "create_app", "default_db_path"]
 STATIC = Path(__file__).parent / "static"
 MAX_QUESTION_CHARS = 100_000
 # The parameters the page can change; the rest stay at the server's defaults.
-PAGE_FIELDS = ("preset", "analysis_models", "model", "synthesis_model", "web_tools")
+PAGE_FIELDS = (
+    "preset",
+    "analysis_models",
+    "model",
+    "synthesis_model",
+    "web_tools",
+    "min_responses",
+    "quorum_grace_s",
+    "fallback_models",
+)
+# Page fields that are comma-separated slugs in the form.
+_LISTED = ("analysis_models", "fallback_models")
 
 
 def default_db_path() -> Path:
@@ -262,7 +273,7 @@ def _settings(base: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any
         if name not in body:
             continue
         value = body[name]
-        if name == "analysis_models" and isinstance(value, str):
+        if name in _LISTED and isinstance(value, str):
             value = [slug.strip() for slug in value.split(",") if slug.strip()]
         if value is None or value == "" or value == []:
             settings.pop(name, None)

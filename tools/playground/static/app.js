@@ -20,6 +20,9 @@ async function loadConfig() {
   $("judge-model").value = d.model || "";
   $("synthesis-model").value = d.synthesis_model || "";
   $("web-tools").checked = Boolean(d.web_tools);
+  $("min-responses").value = d.min_responses ?? "";
+  $("quorum-grace").value = d.quorum_grace_s ?? "";
+  $("fallback-models").value = (d.fallback_models || []).join(", ");
   $("key-status").textContent = config.api_key_set
     ? `${config.api_key_env} is set on the server`
     : `no ${config.api_key_env} on the server: the local preset runs the embedded model`;
@@ -55,7 +58,14 @@ function formBody() {
     model: $("judge-model").value.trim() || null,
     synthesis_model: $("synthesis-model").value.trim() || null,
     web_tools: $("web-tools").checked,
+    min_responses: numberOrNull($("min-responses").value),
+    quorum_grace_s: numberOrNull($("quorum-grace").value),
+    fallback_models: $("fallback-models").value.trim() || null,
   };
+}
+
+function numberOrNull(text) {
+  return text.trim() === "" ? null : Number(text);
 }
 
 // The worst case of the run the form describes, before it is asked (no model is called).
