@@ -145,7 +145,7 @@ class Ending:
 
 
 @dataclass
-class _AnswerText:
+class AnswerText:
     """The answer as streamed: a retried attempt's tokens pass only beyond what was sent.
 
     The first attempt streams as it comes. When the synthesis is retried, the
@@ -158,9 +158,11 @@ class _AnswerText:
     attempt: str = ""
 
     def restart(self) -> None:
+        """A new attempt of the synthesis begins."""
         self.attempt = ""
 
     def add(self, text: str) -> str:
+        """Take ``text`` of the attempt; return what of it may be sent now."""
         self.attempt += text
         if len(self.attempt) <= len(self.sent) or not self.attempt.startswith(self.sent):
             return ""
@@ -168,6 +170,7 @@ class _AnswerText:
         return new
 
     def unsent(self, answer: str) -> str | None:
+        """What of the final ``answer`` was not sent yet (``None``: it differs from what was)."""
         return answer[len(self.sent) :] if answer.startswith(self.sent) else None
 
 
@@ -279,7 +282,7 @@ async def run_alias(
             items.put_nowait(_DONE)
 
     producer = asyncio.get_running_loop().create_task(produce(), context=pipeline_context(config))
-    text = _AnswerText()
+    text = AnswerText()
     final: dict[str, Any] = {}
     reply: BaseMessage | None = None
     try:

@@ -16,6 +16,7 @@ from langfusion.graph import (
     FusionResult,
     PanelResponse,
 )
+from langfusion.tools.alias.run import AnswerText
 from langfusion.tools.api.errors import ApiError
 from langfusion.tools.api.events import AnalysisStarted, PanelEvent, Text
 
@@ -55,24 +56,6 @@ class _PanelText:
         return self.held.pop(model, "")
 
 
-@dataclass
-class _AnswerText:
-    """The answer as streamed: a retried synthesis passes only beyond what was sent."""
-
-    sent: str = ""
-    attempt: str = ""
-
-    def restart(self) -> None:
-        self.attempt = ""
-
-    def add(self, text: str) -> str:
-        self.attempt += text
-        if len(self.attempt) <= len(self.sent) or not self.attempt.startswith(self.sent):
-            return ""
-        new, self.sent = self.attempt[len(self.sent) :], self.attempt
-        return new
-
-
 async def deliberate(
     graph: FusionGraph,
     inputs: Mapping[str, Any],
@@ -88,7 +71,7 @@ async def deliberate(
             answer, so the text already streamed is not the answer (502).
     """
     panel = _PanelText()
-    answer = _AnswerText()
+    answer = AnswerText()
     final: dict[str, Any] = {}
     calls: list[dict[str, Any]] = []
     async for item in graph.astream(
