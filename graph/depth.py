@@ -45,6 +45,16 @@ def header_depth(configurable: dict[str, Any]) -> int:
         return 1  # an unreadable depth header is treated as nested: refuse, don't recurse
 
 
+def run_depth(given: int, config: RunnableConfig) -> int:
+    """The depth a run starts at: as given, below a fusion it runs in, or as a header says."""
+    parent = ACTIVE_DEPTH.get()
+    return max(
+        given,
+        0 if parent is None else parent + 1,
+        header_depth(config.get("configurable") or {}),
+    )
+
+
 def child_config(
     depth: int, fusion_id: str, role: Role, slug: str, *, nostream: bool
 ) -> RunnableConfig:

@@ -31,7 +31,7 @@ from langfusion.graph.conversation import (
     since_question,
     without_instructions,
 )
-from langfusion.graph.depth import ACTIVE_DEPTH, Role, active, child_config, header_depth
+from langfusion.graph.depth import Role, active, child_config, run_depth
 from langfusion.graph.errors import (
     EmptyCompletionError,
     classify,
@@ -62,26 +62,18 @@ from langfusion.graph.schema import (
     Usage,
 )
 from langfusion.graph.spend import priced, trace_cost
-from langfusion.graph.state import FusionState, PanelTask, all_loaded, loaded, plain, plains
+from langfusion.graph.state import (
+    FRESH_RUN,
+    FusionState,
+    PanelTask,
+    all_loaded,
+    loaded,
+    plain,
+    plains,
+)
 from langfusion.graph.synthesis_prompt import synthesis_messages
 
 WebTools = Sequence[BaseTool] | Callable[[], Sequence[BaseTool]]
-
-# What prepare resets at the start of each run on a thread.
-_FRESH_RUN: dict[str, Any] = {
-    "responses": None,
-    "failed_models": None,
-    "analysis": None,
-    "analysis_meta": None,
-    "citations": None,
-    "judge_failure": None,
-    "judge_usage": None,
-    "synthesis_usage": None,
-    "synthesis_failure": None,
-    "answer_truncated": False,
-    "result": None,
-    "answer": "",
-}
 
 
 @dataclass(frozen=True)
@@ -131,16 +123,10 @@ class Nodes:
         config = get_config()
         fusion_id = str((config.get("metadata") or {}).get("fusion_id") or uuid.uuid4())
         earlier, taken, invalid = take_inputs(state)
-        update: dict[str, Any] = {"fusion_id": fusion_id, **_FRESH_RUN, **taken}
+        update: dict[str, Any] = {"fusion_id": fusion_id, **FRESH_RUN, **taken}
         if invalid is not None:
             return update | {"result": plain(FusionResult.failure(invalid, "invalid_request"))}
-        parent = ACTIVE_DEPTH.get()
-        depth = max(
-            state.get("depth", 0),
-            0 if parent is None else parent + 1,
-            header_depth(config.get("configurable") or {}),
-        )
-        update["depth"] = depth
+        depth = update["depth"] = run_depth(state.get("depth", 0), config)
         asked = update["question"] = question(state["messages"])
         update["instructions"] = instructions(state["messages"])
         refusal = await refusal_of(
@@ -247,7 +233,7 @@ class Nodes:
         """``slug``'s answer to the panel question, with the web tools, within ``deadline_s``."""
         get_stream_writer()({"event": "panel_started", "model": slug})
         model = self.model(ctx, slug, "panel", task["depth"])
-        tools = self.web_tools if ctx.web_tools and _takes_tools(model) else ()
+        tools = self.web_tools if ctx.web_tools and ModelTraits.of(model).takes_tools else ()
         return await answer_panel(model, ctx, task, slug, deadline_s, tools)
 
     def record_panel_failure(self, task: PanelTask, error: NodeError) -> Command[str]:
@@ -282,7 +268,7 @@ class Nodes:
         on_server = offered_server_tools(
             model, enabled=ctx.web_tools, max_tool_calls=ctx.max_tool_calls
         )
-        tools = self.web_tools if _takes_tools(model) and not on_server else ()
+        tools = self.web_tools if ModelTraits.of(model).takes_tools and not on_server else ()
         with active(depth):
             async with call_deadline(ctx.judge_timeout_s) as call:
                 judged = await judge_panel(
@@ -291,7 +277,11 @@ class Nodes:
                     state.get("question") or "",
                     config,
                     instructions=state.get("instructions"),
-                    research=_judge_researches(ctx, bool(on_server)) and bool(tools or on_server),
+                    # Unset: on where the endpoint runs the web tools in the judge's call.
+                    research=(
+                        bool(on_server) if ctx.judge_web_tools is None else ctx.judge_web_tools
+                    )
+                    and bool(tools or on_server),
                     tools=tools,
                     server_tools=on_server,
                     max_tool_calls=ctx.max_tool_calls,
@@ -398,16 +388,8 @@ class Nodes:
         return {"result": plain(result), "answer": state.get("answer") or ""}
 
 
-def _judge_researches(ctx: FusionContext, on_server: bool) -> bool:
-    return on_server if ctx.judge_web_tools is None else ctx.judge_web_tools
-
-
 def _after_judge(ctx: FusionContext) -> str:
     return "synthesize" if ctx.synthesize else "report"
-
-
-def _takes_tools(model: BaseChatModel) -> bool:
-    return ModelTraits.of(model).takes_tools
 
 
 def _context(runtime: Runtime[FusionContext]) -> FusionContext:

