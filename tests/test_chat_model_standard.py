@@ -49,6 +49,16 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test-0123456789")
 
 
+class RunMetadata(BaseCallbackHandler):
+    """The metadata of every chat-model run started (the alias's first), as tracers see it."""
+
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, Any]] = []
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.metadata.append(dict(kwargs.get("metadata") or {}))
+
+
 def alias_params() -> dict[str, Any]:
     return {
         "analysis_models": list(PANEL),
@@ -102,7 +112,9 @@ def test_the_standard_keywords_apply_to_the_answer_and_the_calls(
         assert "max_completion_tokens" not in body
     model.invoke("hi", stop=["you"])  # a call's own stop sequences win
     assert SERVER.requests_for("synth/model")[-1].body["stop"] == ["you"]
-    params = model._get_ls_params()
+    seen = RunMetadata()
+    model.invoke("hi", config={"callbacks": [seen]})
+    params = seen.metadata[0]  # the alias's own run: what LangSmith files it under
     assert (params["ls_provider"], params["ls_model_name"]) == ("langfusion", "fusion:synth/model")
     assert (params["ls_max_tokens"], params["ls_stop"]) == (42, ["END"])
     for bad in ({"max_tokens": 0}, {"timeout": -1}, {"timeout": float("nan")}):
@@ -122,16 +134,17 @@ def test_api_key_is_sent_to_the_endpoint_and_shown_nowhere(
     model = FusionChatModel(**params, api_key=KEY)
     # A proxy that quotes the key back in its error.
     SERVER.script("echo/model", Reply(f"invalid key {KEY}", status=401))
+    seen = RunMetadata()
     try:
         with caplog.at_level("DEBUG"):
-            reply = model.invoke("hi")
+            reply = model.invoke("hi", config={"callbacks": [seen]})
     finally:
         SERVER.script("echo/model", "unused")
     assert reply.content == ANSWER
     for slug in [*PANEL, "echo/model", "judge/model", "synth/model"]:
         assert SERVER.requests_for(slug)[-1].headers["authorization"] == f"Bearer {KEY}"
     shown = [repr(model), model.model_dump_json(), reply.model_dump_json(), caplog.text]
-    shown.append(json.dumps(model._get_ls_params()))
+    shown += [json.dumps(metadata, default=str) for metadata in seen.metadata]
     assert not [text for text in shown if KEY in text]
     failed = reply.response_metadata["fusion"]["failed_models"]
     assert [f["failure_reason"] for f in failed] == ["unauthorized"]

@@ -406,11 +406,6 @@ async def test_alias_progress_events_reach_callbacks(server: OpenAIServer) -> No
     )
 
 
-def test_the_tool_alone_builds_no_graph_until_used() -> None:
-    fusion = FusionTool(analysis_models=["p/one"])
-    assert fusion._graph is None
-
-
 async def test_with_fusion_serves_the_caller_as_the_judge_only(server: OpenAIServer) -> None:
     # The caller is also on the panel: its panel answer comes from the registry's own
     # model for that slug (the panel's settings), only the judge is the caller itself.
