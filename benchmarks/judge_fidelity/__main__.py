@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         help="judge slug (OpenRouter, local/..., registered), or oracle, empty, invented",
     )
     parser.add_argument("--limit", type=int, help="only the first N cases")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="only every K-th case (K=3: cases 0, 3, 6, ...), a subset that spans every kind",
+    )
     parser.add_argument("--kind", help="only cases of this kind (mixed, control, dissenter, ...)")
     parser.add_argument("--concurrency", type=int, default=1, help="cases judged at once")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per judge call")
@@ -55,6 +61,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     cases = load_cases()
     if args.kind:
         cases = [c for c in cases if args.kind in c.kinds]
+    cases = cases[:: max(args.every, 1)]
     cases = cases[: args.limit] if args.limit else cases
     started = time.monotonic()
     options = {"concurrency": args.concurrency, "timeout_s": args.timeout}
@@ -70,6 +77,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "judge": args.judge,
         "cases": len(rows),
+        "selection": {"kind": args.kind, "every": args.every, "limit": args.limit},
         "seconds": round(time.monotonic() - started, 1),
         "summary": summed.rates(),
         "counts": {

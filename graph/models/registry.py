@@ -199,7 +199,7 @@ class ModelRegistry:
         if slug in self._ready:
             return
         if slug.startswith(LOCAL_PREFIX):
-            local_server().ensure_started()
+            local_server().ensure_started(slug)
             return
         self.check_key(slug)
 

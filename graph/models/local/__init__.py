@@ -1,7 +1,8 @@
-"""The embedded local model: gemma-3-270m on a llama.cpp server on loopback, started on demand.
+"""The embedded local models (SmolLM2-135M, gemma-3-270m) on a llama.cpp server on loopback.
 
-The model factory builds ``local/...`` slugs with :func:`local_chat_model`.
-One server per process serves every run; it stops when the process ends
+The model factory builds ``local/...`` slugs with :func:`local_chat_model`;
+the catalogue (``catalog.py``) says which packaged GGUF each name serves.
+One server per process serves every run, one model at a time; it stops when the process ends
 (``atexit``, SIGTERM, Ctrl-C) and, on Linux, dies with the process that
 started it even when that process is killed outright. Typical use::
 
@@ -27,13 +28,14 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
     """Build the chat model for a ``local/...`` slug, starting the shared server if needed.
 
     Args:
-        slug: ``local/<name>``, optionally ``#<n>`` for the n-th panel sample.
+        slug: ``local/<name>`` (``smollm2-135m``, ``gemma-3-270m``), optionally
+            ``#<n>`` for the n-th panel sample.
         settings: The call settings of :class:`~langfusion.graph.models.registry.ModelFactory`.
 
     Returns:
         A chat model served by the embedded llama.cpp server.
 
     Raises:
-        LocalModelError: If the server cannot be started.
+        LocalModelError: If no embedded model has that name, or the server cannot be started.
     """
     return build(slug, settings)
