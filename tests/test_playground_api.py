@@ -381,7 +381,7 @@ def test_langfusion_serve_serves_the_page_with_its_options_as_defaults(
     env |= {"OPENROUTER_API_KEY": SECRET, "OPENROUTER_BASE_URL": server.base_url}
     argv = [str(script), "serve", "--port", "0", "--db", str(tmp_path / "runs.sqlite")]
     argv += ["--models", "p/fast,p/mid", "--judge", "judge/model", "--no-web"]
-    argv += ["--synthesis-model", "synth/model", "--timeout", "30"]
+    argv += ["--synthesis-model", "synth/model", "--timeout", "30", "--quorum-grace", "7"]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -404,6 +404,9 @@ def test_langfusion_serve_serves_the_page_with_its_options_as_defaults(
         "model": "judge/model",
         "synthesis_model": "synth/model",
         "web_tools": False,
+        "min_responses": None,
+        "quorum_grace_s": 7.0,
+        "fallback_models": None,
     }
     assert seen[0]["given"]["timeout_s"] == 30
     assert seen[-1]["state"] == "done" and seen[-1]["answer"] == ANSWER
