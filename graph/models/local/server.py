@@ -11,23 +11,18 @@ call still in flight on the other model fails as a panel failure.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import json
 import logging
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TypeVar
 
 from langfusion.graph.models.local.catalog import EmbeddedModel, embedded_model
-from langfusion.graph.models.local.gguf import INSTALL_HINT, LocalModelError
+from langfusion.graph.models.local.gguf import LocalModelError
 from langfusion.graph.models.local.process import (
     HOST,
     discard_on_exit,
@@ -37,18 +32,26 @@ from langfusion.graph.models.local.process import (
     stop_on_exit,
     terminate_group,
 )
+from langfusion.graph.models.local.startup import (
+    check_server_installed,
+    default_cache_dir,
+    default_threads,
+    env_float,
+    env_int,
+    first_given,
+    log_tail,
+    open_log,
+    wait_until_ready,
+)
 
 __all__ = ["LocalModelServer", "local_server"]
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 DEFAULT_N_CTX = 4096
 DEFAULT_STARTUP_TIMEOUT_S = 60.0
 _PORT_ATTEMPTS = 3
 _LOG_NAME = "llama-server.log"
-_LOG_MAX_BYTES = 5_000_000
-_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_settings")
 
 
 class LocalModelServer:
@@ -88,13 +91,15 @@ class LocalModelServer:
     ) -> None:
         chosen_model = model_path or os.environ.get("LANGFUSION_LOCAL_MODEL_PATH") or None
         self._model_path = Path(chosen_model).expanduser() if chosen_model else None
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
-        self.preferred_port = port if port is not None else _env_int("LANGFUSION_LOCAL_PORT")
-        self.n_ctx = _first(n_ctx, _env_int("LANGFUSION_LOCAL_N_CTX"), DEFAULT_N_CTX)
-        self.n_threads = _first(n_threads, _env_int("LANGFUSION_LOCAL_THREADS"), _default_threads())
-        self.startup_timeout_s = _first(
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.preferred_port = port if port is not None else env_int("LANGFUSION_LOCAL_PORT")
+        self.n_ctx = first_given(n_ctx, env_int("LANGFUSION_LOCAL_N_CTX"), DEFAULT_N_CTX)
+        self.n_threads = first_given(
+            n_threads, env_int("LANGFUSION_LOCAL_THREADS"), default_threads()
+        )
+        self.startup_timeout_s = first_given(
             startup_timeout_s,
-            _env_float("LANGFUSION_LOCAL_STARTUP_TIMEOUT"),
+            env_float("LANGFUSION_LOCAL_STARTUP_TIMEOUT"),
             DEFAULT_STARTUP_TIMEOUT_S,
         )
         self.extra_args = tuple(extra_args)
@@ -204,7 +209,7 @@ class LocalModelServer:
                     self.log_path,
                 )
                 self._proc = None
-            _check_server_installed()
+            check_server_installed()
             entry = wanted or self._serving or embedded_model(None)
             path = self.model_file(entry.name)
             chat_args = entry.chat_format_args(self.cache_dir)
@@ -259,7 +264,7 @@ class LocalModelServer:
             "--interrupt_requests", "False",
             *self.extra_args,
         ]  # fmt: skip
-        log = _open_log(self.log_path)
+        log = open_log(self.log_path)
         start_offset = log.tell()
         header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} parent pid {os.getpid()}: "
         log.write((header + " ".join(command) + "\n").encode())
@@ -274,7 +279,7 @@ class LocalModelServer:
         stop_on_exit(self._kill)
         started = time.monotonic()
         try:
-            answered = _wait_until_ready(proc, port, model, self.startup_timeout_s)
+            answered = wait_until_ready(proc, port, model, self.startup_timeout_s)
         except BaseException:
             self._kill()
             raise
@@ -289,7 +294,7 @@ class LocalModelServer:
             return True
         exit_status = proc.poll()
         self._kill()
-        tail = _log_tail(self.log_path, start_offset)
+        tail = log_tail(self.log_path, start_offset)
         if exit_status is None:
             what = f"did not answer within {self.startup_timeout_s:.0f} s"
         elif "address already in use" in tail.lower():
@@ -325,99 +330,3 @@ def local_server() -> LocalModelServer:
         if _singleton is None:
             _singleton = LocalModelServer()
         return _singleton
-
-
-def _wait_until_ready(
-    proc: subprocess.Popen[bytes], port: int, model: Path, timeout_s: float
-) -> bool:
-    """Poll ``GET /v1/models`` until this child answers; ``False`` if it exits or times out."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    url = f"http://{HOST}:{port}/v1/models"
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with opener.open(url, timeout=2.0) as response:
-                listed = json.load(response)
-            ids = {entry.get("id") for entry in listed.get("data", [])}
-            # Another program may own this port while our child is still loading.
-            if str(model) in ids and proc.poll() is None:
-                return True
-        except (OSError, ValueError, AttributeError):
-            pass
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
-    return False
-
-
-def _check_server_installed() -> None:
-    missing = [name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise LocalModelError(
-            "The local model needs llama-cpp-python's server, which is not installed "
-            f"(missing: {', '.join(missing)}). {INSTALL_HINT}"
-        )
-
-
-def _default_cache_dir() -> Path:
-    explicit = os.environ.get("LANGFUSION_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "langfusion"
-
-
-def _default_threads() -> int:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
-    # One core stays free: llama.cpp threads spin at barriers, and on a loaded
-    # 2-core machine two of them stalled to ~2 tokens/s where one kept ~45.
-    return max(1, min(usable - 1, 8))
-
-
-def _first(*values: _T | None) -> _T:
-    return next(value for value in values if value is not None)
-
-
-def _env_int(name: str) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise LocalModelError(f"{name} must be an integer, got {raw!r}.") from None
-
-
-def _env_float(name: str) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise LocalModelError(f"{name} must be a number, got {raw!r}.") from None
-
-
-def _open_log(path: Path) -> IO[bytes]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        if path.stat().st_size > _LOG_MAX_BYTES:
-            os.replace(path, path.with_suffix(".log.1"))
-    return path.open("ab")
-
-
-def _log_tail(path: Path, offset: int, limit: int = 3000) -> str:
-    try:
-        with path.open("rb") as log:
-            log.seek(offset)
-            data = log.read()
-    except OSError as exc:
-        return f"(log unreadable: {exc})"
-    text = data.decode("utf-8", "replace").strip()
-    return text[-limit:] if text else "(no output)"
