@@ -26,10 +26,10 @@ def test_each_embedded_slug_names_its_own_model_whatever_its_sample() -> None:
 
 
 def test_the_base_model_gets_its_template_and_the_instruct_model_its_own(tmp_path: Path) -> None:
-    gemma = EMBEDDED_MODELS["gemma-3-270m"].chat_format_args(tmp_path)
-    assert gemma[:2] == ["--chat_format", "hf-tokenizer-config"]
-    assert Path(gemma[3]).is_file()
-    assert EMBEDDED_MODELS["smollm2-135m"].chat_format_args(tmp_path) == []
+    gemma = EMBEDDED_MODELS["gemma-3-270m"].chat_settings(tmp_path)
+    assert gemma["chat_format"] == "hf-tokenizer-config"
+    assert Path(gemma["hf_tokenizer_config_path"]).is_file()
+    assert EMBEDDED_MODELS["smollm2-135m"].chat_settings(tmp_path) == {}
 
 
 def test_an_unknown_embedded_model_is_a_clear_error() -> None:

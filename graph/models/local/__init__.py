@@ -2,7 +2,8 @@
 
 The model factory builds ``local/...`` slugs with :func:`local_chat_model`;
 the catalogue (``catalog.py``) says which packaged GGUF each name serves.
-One server per process serves every run, one model at a time; it stops when the process ends
+One server per process serves every run and every embedded model (the one a
+request names is loaded in place of the one held); it stops when the process ends
 (``atexit``, SIGTERM, Ctrl-C) and, on Linux, dies with the process that
 started it even when that process is killed outright. Typical use::
 

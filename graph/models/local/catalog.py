@@ -65,12 +65,12 @@ class EmbeddedModel:
             return packaged_model(cache_dir)
         return packaged_file(self.package, self.gguf, self.distribution)
 
-    def chat_format_args(self, cache_dir: Path) -> list[str]:
-        """The server's chat-format arguments: none where the GGUF's own template serves."""
+    def chat_settings(self, cache_dir: Path) -> dict[str, str]:
+        """The server's chat-format settings: none where the GGUF's own template serves."""
         if not self.base_model:
-            return []
+            return {}
         template = write_chat_template(cache_dir)
-        return ["--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(template)]
+        return {"chat_format": "hf-tokenizer-config", "hf_tokenizer_config_path": str(template)}
 
 
 # A base model that runs on past its answer writes the template's next turn.
@@ -117,7 +117,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         ),
     )
 }
-DEFAULT_LOCAL_MODEL = "gemma-3-270m"  # graph/context.py LOCAL_SLUG
+DEFAULT_LOCAL_MODEL = "smollm2-135m"  # graph/context.py LOCAL_SLUG
 
 
 def embedded_model(slug: str | None) -> EmbeddedModel:

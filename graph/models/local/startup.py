@@ -26,9 +26,9 @@ SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_
 
 
 def wait_until_ready(
-    proc: subprocess.Popen[bytes], port: int, model: Path, timeout_s: float
+    proc: subprocess.Popen[bytes], port: int, model: str, timeout_s: float
 ) -> bool:
-    """Poll ``GET /v1/models`` until this child answers; ``False`` if it exits or times out."""
+    """Poll ``GET /v1/models`` until this child lists ``model``; ``False`` on exit or timeout."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     url = f"http://{HOST}:{port}/v1/models"
     deadline = time.monotonic() + timeout_s
@@ -41,7 +41,7 @@ def wait_until_ready(
                 listed = json.load(response)
             ids = {entry.get("id") for entry in listed.get("data", [])}
             # Another program may own this port while our child is still loading.
-            if str(model) in ids and proc.poll() is None:
+            if model in ids and proc.poll() is None:
                 return True
         except (OSError, ValueError, AttributeError):
             pass
