@@ -4,6 +4,12 @@
 Host guard) with uvicorn on a thread; ``serve_process`` runs ``langfusion
 serve`` itself in a subprocess. Both talk to an ``OpenAIServer`` that also
 notes each request whose client hung up before it was answered.
+
+The fixtures ``server`` (the upstream, with its key in the environment) and
+``api`` (an ``ApiServer`` over it) live here. A test module that wants them
+imports their functions, ``scripted_upstream`` and ``running_api``, each ``as``
+itself: pytest then finds the fixtures in that module, and the linter reads the
+import as meant.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from aiohttp import web
 
@@ -76,6 +83,11 @@ def upstream() -> WatchingServer:
     return server
 
 
+def panel_calls(server: OpenAIServer) -> int:
+    """How many requests the panelists got."""
+    return sum(len(server.requests_for(slug)) for slug in PANEL)
+
+
 class ApiServer:
     """``create_app`` with the API on, served by uvicorn on a free loopback port."""
 
@@ -116,6 +128,22 @@ class ApiServer:
     def client(self, token: str | None = TOKEN, base: str = "/api/v1") -> httpx.Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url + base, headers=headers, trust_env=False, timeout=30)
+
+
+@pytest.fixture(name="server")
+def scripted_upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[WatchingServer]:
+    """The ``upstream()`` server, with ``CANARY`` as the upstream key in the environment."""
+    monkeypatch.setenv("OPENROUTER_API_KEY", CANARY)
+    scripted = upstream()
+    yield scripted
+    scripted.stop()
+
+
+@pytest.fixture(name="api")
+def running_api(server: WatchingServer, tmp_path: Path) -> Iterator[ApiServer]:
+    """An ``ApiServer`` over the ``server`` fixture, its runs in a fresh database."""
+    with ApiServer(server, tmp_path / "runs.sqlite") as running:
+        yield running
 
 
 def ask(text: str = "Should we adopt a carbon tax?") -> list[dict[str, Any]]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,29 +16,13 @@ from tests.api_harness import (
     ask,
     calls_fusion,
     fusion_tool,
+    panel_calls,
     sse_data,
-    upstream,
 )
+from tests.api_harness import running_api as running_api  # the fixture api
+from tests.api_harness import scripted_upstream as scripted_upstream  # the fixture server
 from tests.fakes import verdict
 from tests.openai_server import Reply
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[WatchingServer]:
-    monkeypatch.setenv("OPENROUTER_API_KEY", CANARY)
-    scripted = upstream()
-    yield scripted
-    scripted.stop()
-
-
-@pytest.fixture
-def api(server: WatchingServer, tmp_path: Path) -> Iterator[ApiServer]:
-    with ApiServer(server, tmp_path / "runs.sqlite") as running:
-        yield running
-
-
-def panel_calls(server: WatchingServer) -> int:
-    return sum(len(server.requests_for(slug)) for slug in PANEL)
 
 
 def record_of(message: dict[str, Any]) -> dict[str, Any]:

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.api_harness import (
-    CANARY,
-    PANEL,
-    TOKEN,
-    ApiServer,
-    WatchingServer,
-    calls_fusion,
-    upstream,
-)
+from tests.api_harness import PANEL, TOKEN, ApiServer, WatchingServer, calls_fusion
+from tests.api_harness import running_api as running_api  # the fixture api
+from tests.api_harness import scripted_upstream as scripted_upstream  # the fixture server
 
 openrouter = pytest.importorskip("openrouter", reason="OpenRouter's SDK: pip install openrouter")
 openai = pytest.importorskip("openai")
@@ -37,19 +30,9 @@ FUSION_EVENTS = {
 }
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[WatchingServer]:
-    monkeypatch.setenv("OPENROUTER_API_KEY", CANARY)
-    scripted = upstream()
-    scripted.script("caller/model", calls_fusion(), "The caller's answer, from the analysis.")
-    yield scripted
-    scripted.stop()
-
-
-@pytest.fixture
-def api(server: WatchingServer, tmp_path: Path) -> Iterator[ApiServer]:
-    with ApiServer(server, tmp_path / "runs.sqlite") as running:
-        yield running
+@pytest.fixture(autouse=True)
+def _caller_calls_fusion(server: WatchingServer) -> None:
+    server.script("caller/model", calls_fusion(), "The caller's answer, from the analysis.")
 
 
 @pytest.fixture

@@ -10,21 +10,14 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.api_harness import (
-    CANARY,
-    PANEL,
-    TOKEN,
-    ApiServer,
-    WatchingServer,
-    calls_fusion,
-    upstream,
-)
+from tests.api_harness import PANEL, TOKEN, ApiServer, WatchingServer, calls_fusion
+from tests.api_harness import running_api as running_api  # the fixture api
+from tests.api_harness import scripted_upstream as scripted_upstream  # the fixture server
 from tests.fakes import verdict
 
 JS = Path(__file__).parent / "js"
@@ -37,20 +30,6 @@ needs_node = pytest.mark.skipif(
 needs_sdk = pytest.mark.skipif(
     not SDK.is_dir(), reason="@openrouter/sdk is not installed: npm ci --prefix tests/js"
 )
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[WatchingServer]:
-    monkeypatch.setenv("OPENROUTER_API_KEY", CANARY)
-    scripted = upstream()
-    yield scripted
-    scripted.stop()
-
-
-@pytest.fixture
-def api(server: WatchingServer, tmp_path: Path) -> Iterator[ApiServer]:
-    with ApiServer(server, tmp_path / "runs.sqlite") as running:
-        yield running
 
 
 def node(script: str, **env: str) -> str:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.api_harness import (
-    CANARY,
     PANEL,
     TOKEN,
     ApiServer,
@@ -20,23 +17,10 @@ from tests.api_harness import (
     calls_fusion,
     fusion_tool,
     sse_data,
-    upstream,
 )
+from tests.api_harness import running_api as running_api  # the fixture api
+from tests.api_harness import scripted_upstream as scripted_upstream  # the fixture server
 from tests.openai_server import Reply
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[WatchingServer]:
-    monkeypatch.setenv("OPENROUTER_API_KEY", CANARY)
-    scripted = upstream()
-    yield scripted
-    scripted.stop()
-
-
-@pytest.fixture
-def api(server: WatchingServer, tmp_path: Path) -> Iterator[ApiServer]:
-    with ApiServer(server, tmp_path / "runs.sqlite") as running:
-        yield running
 
 
 def stream_events(api: ApiServer, body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,10 +13,11 @@ from tests.api_harness import (
     TOKEN,
     WatchingServer,
     calls_fusion,
+    panel_calls,
     printed_token,
     serve_process,
-    upstream,
 )
+from tests.api_harness import scripted_upstream as scripted_upstream  # the fixture server
 from tests.openai_server import Reply
 
 WEATHER = {
@@ -27,13 +27,6 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-
-
-@pytest.fixture
-def server() -> Iterator[WatchingServer]:
-    scripted = upstream()
-    yield scripted
-    scripted.stop()
 
 
 def post(base: str, body: dict[str, object], token: str = TOKEN) -> httpx.Response:
@@ -86,7 +79,7 @@ def test_one_conversation_across_two_server_processes_reuses_its_analysis(
     with serve_process(server) as (second_base, _, second_output):
         second = post(second_base, {**request, "messages": conversation}).json()
     assert second["choices"][0]["message"]["content"] == "Final answer, with the weather."
-    assert sum(len(server.requests_for(slug)) for slug in PANEL) == len(PANEL)
+    assert panel_calls(server) == len(PANEL)
     # The second process put the recorded fusion back before the calling model's next turn.
     replayed = server.requests_for("caller/model")[-1].body["messages"]
     assert [m["role"] for m in replayed] == ["user", "assistant", "tool", "assistant", "tool"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +12,9 @@ from rich.console import Console
 from langfusion.graph import ModelRegistry, build_fusion_graph
 from langfusion.tools import FusionChatModel
 from langfusion.tools.cli import main
-from tests.api_harness import PANEL, ApiServer, WatchingServer, ask, fusion_tool, upstream
+from tests.api_harness import PANEL, ApiServer, WatchingServer, ask, fusion_tool
+from tests.api_harness import running_api as running_api  # the fixture api
+from tests.api_harness import scripted_upstream as scripted_upstream  # the fixture server
 
 QUESTION = "Should we adopt a carbon tax?"
 MODELS = ["--models", ",".join(PANEL), "--judge", "judge/model", "--synthesis-model", "synth/model"]
@@ -34,21 +34,11 @@ def _estimated_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LANGFUSION_TOKEN_COUNTING", "estimate")
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[WatchingServer]:
-    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-ENTRYSECRET0123456789abcdef")
-    scripted = upstream()
-    scripted.models = [
+@pytest.fixture(autouse=True)
+def _listed_prices(server: WatchingServer) -> None:
+    server.models = [
         listed(slug, 1e-6, 4e-6) for slug in (*PANEL, "judge/model", "synth/model", "caller/model")
     ]
-    yield scripted
-    scripted.stop()
-
-
-@pytest.fixture
-def api(server: WatchingServer, tmp_path: Path) -> Iterator[ApiServer]:
-    with ApiServer(server, tmp_path / "runs.sqlite") as running:
-        yield running
 
 
 def cli(
