@@ -1,17 +1,18 @@
 """Does the embedded model's output carry prompt scaffolding? Count it over real local fusions.
 
-Runs ``--runs`` full fusions on the ``local`` preset (three samples of
-gemma-3-270m, the same model as judge and synthesis) over a fixed list of
+Runs ``--runs`` full fusions on three samples of an embedded model, the same
+model as judge and synthesis (``--model``; the ``local`` preset's by default), over a fixed list of
 questions, and counts, in every panel answer, the synthesis and the
 analysis' text, the scaffolding a newcomer would see: the tags of
 langfusion's prompts (``<answer>``, ``<response>``, ...) and the model's
-control tokens written out (``<start_of_image>``), the template's turn labels
+control tokens written out (``<start_of_image>``, ``<|im_end|>``), the template's turn labels
 (``Question:``, ``Answer:``), and any run of eight words from langfusion's own
 prompts (an echoed instruction). HTML formatting the model writes on its own
 (``<strong>``) is counted apart, as markup. It also counts citations of anyone
 but the panel.
 
     python -m benchmarks.local_output --runs 10   # writes benchmarks/results/local_output.json
+    python -m benchmarks.local_output --runs 10 --model local/gemma-3-270m --out gemma.json
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ _SCAFFOLD_TAGS = re.compile(
     r"|pad|mask|unk|unused\d+)",
     re.IGNORECASE,
 )
+# SmolLM2's chat-template tokens (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``).
+_CONTROL = re.compile(r"<\|[a-z_]+\|>")
 _TURN = re.compile(r"\b(Question|Answer|Result|Background):|\bExpert \d+ said:")
 _SHINGLE = 8
 
@@ -70,6 +73,7 @@ def scaffolding(text: str, shingles: set[tuple[str, ...]] | None = None) -> list
     """What in ``text`` is prompt scaffolding: tags, turn labels, echoed instructions."""
     shingles = _prompt_shingles() if shingles is None else shingles
     found = [f"tag {m.group(0)}" for m in _TAG.finditer(text) if _SCAFFOLD_TAGS.fullmatch(m[1])]
+    found += [f"control token {m.group(0)}" for m in _CONTROL.finditer(text)]
     found += [f"turn label {m.group(0)}" for m in _TURN.finditer(text)]
     words = _words(text)
     found += [
@@ -106,7 +110,7 @@ def cited_models(analysis: dict[str, Any] | None) -> set[str]:
     return named | {u["model"] for u in analysis["unique_insights"]}
 
 
-async def run(runs: int) -> dict[str, Any]:
+async def run(runs: int, model: str | None = None) -> dict[str, Any]:
     from langchain_core.messages import HumanMessage
 
     from langfusion.graph import FusionContext, build_fusion_graph
@@ -116,7 +120,15 @@ async def run(runs: int) -> dict[str, Any]:
     rows = []
     for index in range(runs):
         question = QUESTIONS[index % len(QUESTIONS)]
-        ctx = FusionContext(preset="local", web_tools=False)
+        ctx = (
+            FusionContext(preset="local", web_tools=False)
+            if model is None
+            else FusionContext(
+                analysis_models=[f"{model}#1", f"{model}#2", f"{model}#3"],
+                model=model,
+                web_tools=False,
+            )
+        )
         started = time.monotonic()
         out = await graph.ainvoke({"messages": [HumanMessage(question)]}, context=ctx)
         result = out["result"]
@@ -143,6 +155,7 @@ async def run(runs: int) -> dict[str, Any]:
         print(f"{index + 1}/{runs} {question!r}: {found}", flush=True)
     panel_outputs = sum(len(r["scaffolding"]["responses"]) for r in rows)
     return {
+        "model": ctx.judge,
         "runs": runs,
         "panel_answers_with_scaffolding": sum(
             bool(hits) for r in rows for hits in r["scaffolding"]["responses"]
@@ -160,9 +173,10 @@ async def run(runs: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.local_output")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--model", help="an embedded model's slug (default: the local preset's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    report = asyncio.run(run(args.runs))
+    report = asyncio.run(run(args.runs, args.model))
     args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1))
 

@@ -6,8 +6,8 @@ expert would") or its tags (``<response>``). That is scaffolding, never a
 finding. An item holding a run of ``_RUN`` words from the judge's prompt or
 schema, or one of its tags, is dropped. So is an item left with fewer than
 two words once response labels and model slugs are taken out ("Response B",
-"local/gemma-3-270m#2", ":{", a bare "Yes"): a label or a slug stands for a
-model, not for a point.
+"local/gemma-3-270m#2", ":{", a bare "Yes", "2.5"): a label or a slug stands
+for a model, not for a point, and a word needs a letter.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from langfusion.graph.schema import Analysis, JudgeVerdict
 _RUN = 8
 _WORD = re.compile(r"[a-z0-9']+")
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
+# A tag of the prompts, as written or as the fence escaped it in an answer (``&lt;/response>``).
 _PROMPT_TAG = re.compile(
-    r"<\s*/?\s*(?:response|question|instructions|analysis|citation|verification_notes)",
+    r"(?:<|&lt;)\s*/?\s*(?:response|question|instructions|analysis|citation|verification_notes)",
     re.IGNORECASE,
 )
 
@@ -63,7 +64,9 @@ def echoes_prompt(text: str) -> bool:
 _LABEL = re.compile(r"\bresponse\s+[a-z]\b", re.IGNORECASE)
 # A model slug as OpenRouter spells one (``~openai/gpt-latest``, ``local/gemma-3-270m#2``).
 _SLUG = re.compile(r"~?[\w.-]+/[\w.:~-]+(?:#\d+)?")
-_POINT_WORD = re.compile(r"[^\W_]+")
+_ENTITY = re.compile(r"&#?\w+;")  # "&lt;", "&quot;": markup, not words
+# A word with a letter in it: a bare number ("1.0", "2.5") is no point either.
+_POINT_WORD = re.compile(r"[^\W_]*[^\W\d_][^\W_]*")
 
 
 def says_nothing(text: str, slugs: Sequence[str] = (), *, fewest_words: int = 2) -> bool:
@@ -79,7 +82,7 @@ def says_nothing(text: str, slugs: Sequence[str] = (), *, fewest_words: int = 2)
         return True
     for slug in sorted(slugs, key=len, reverse=True):
         text = text.replace(slug, " ")
-    text = _SLUG.sub(" ", _LABEL.sub(" ", text))
+    text = _ENTITY.sub(" ", _SLUG.sub(" ", _LABEL.sub(" ", text)))
     return len(_POINT_WORD.findall(text)) < fewest_words
 
 

@@ -84,7 +84,13 @@ async def test_a_clean_analysis_drops_nothing(
         (":{", True),
         ("Yes", True),
         ("consensus", True),
+        ("2.5", True),
+        ("1.0 / 3", True),
         ("Costs fall", False),
+        ("1 in 3 people", False),
+        ("&lt;/response>", True),
+        ("&lt;/answer1>", True),
+        ("&quot; Costs fall &quot;", False),
         ("Response A and B both cite the 2023 tariff", False),
     ],
 )

@@ -15,6 +15,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
 
 from benchmarks.judge_fidelity.cases import Case
 from benchmarks.judge_fidelity.reference import REFERENCE_JUDGES, PlantedAnswer, ReferenceJudge
@@ -57,7 +58,10 @@ async def judge_case(
         web_tools=False,
         judge_timeout_s=timeout_s,
     )
-    out = await graph.ainvoke({"messages": [HumanMessage(case.question)]}, context=context)
+    # The labels' order is drawn from the fusion id: one per case makes a run
+    # repeatable, so two judges (or two prompts) see the same labels.
+    config: RunnableConfig = {"metadata": {"fusion_id": f"judge-fidelity/{case.id}"}}
+    out = await graph.ainvoke({"messages": [HumanMessage(case.question)]}, config, context=context)
     result: dict[str, Any] = out["result"]
     return result
 
