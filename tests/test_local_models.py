@@ -61,7 +61,9 @@ def test_one_server_serves_both_models_and_switches_without_a_restart(
     url = server.ensure_started(f"{SMOL}#2")
     pid = server.pid
     assert set(server.served) == {SMOL, GEMMA}
+    assert not list(server.cache_dir.glob("*.gguf")), "gemma's parts are joined on first use"
     assert server.ensure_started(f"{GEMMA}#1") == url
+    assert list(server.cache_dir.glob("*.gguf")), "asking for gemma joins and verifies its file"
 
     # Each model's tokenizer and chat template count the same message differently,
     # so equal counts would mean one model answered for both.

@@ -55,15 +55,19 @@ class EmbeddedModel:
         """``local/<name>``."""
         return f"local/{self.name}"
 
-    def packaged_gguf(self, cache_dir: Path) -> Path:
+    def packaged_gguf(self, cache_dir: Path, *, check: bool = True) -> Path:
         """The verified GGUF from its package (joined into ``cache_dir`` if it ships in parts).
+
+        Args:
+            cache_dir: Where a GGUF shipped in parts is joined.
+            check: Join and verify it; ``False``: only say where it is (or will be).
 
         Raises:
             LocalModelError: If the package is missing or its file is damaged.
         """
         if self.gguf is None:
-            return packaged_model(cache_dir)
-        return packaged_file(self.package, self.gguf, self.distribution)
+            return packaged_model(cache_dir, check=check)
+        return packaged_file(self.package, self.gguf, self.distribution, check=check)
 
     def chat_settings(self, cache_dir: Path) -> dict[str, str]:
         """The server's chat-format settings: none where the GGUF's own template serves."""

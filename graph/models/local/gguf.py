@@ -117,11 +117,12 @@ def _atomic_write(path: Path, blocks: Iterator[bytes] | list[bytes]) -> str:
 _verified: set[tuple[str, int, int]] = set()
 
 
-def packaged_model(cache_dir: Path) -> Path:
+def packaged_model(cache_dir: Path, *, check: bool = True) -> Path:
     """Return the packaged GGUF, joining its parts into ``cache_dir`` unless already verified.
 
     Args:
         cache_dir: Where the joined file, its lock and checksum are kept.
+        check: Join and verify it; ``False``: only say where it is (or will be).
 
     Returns:
         The path of a GGUF file whose sha256 matches the package's.
@@ -145,6 +146,8 @@ def packaged_model(cache_dir: Path) -> Path:
             f'Reinstall it: `pip install --force-reinstall "langfusion[local]"`.'
         )
     target = cache_dir / str(getattr(package, "MODEL_NAME", "model.gguf"))
+    if not check:
+        return target
     expected = getattr(package, "EXPECTED_SHA256", None)
     with _file_lock(cache_dir / (target.name + ".lock")):
         if not expected:
@@ -167,13 +170,14 @@ def packaged_model(cache_dir: Path) -> Path:
         return target
 
 
-def packaged_file(package: str, filename: str, distribution: str) -> Path:
+def packaged_file(package: str, filename: str, distribution: str, *, check: bool = True) -> Path:
     """Return the GGUF ``filename`` inside ``package``, found without importing it.
 
     Args:
         package: The import name of the package that holds the file.
         filename: The file's name in the package folder.
         distribution: The PyPI name, for the install hint and its recorded hash.
+        check: Verify it against its recorded hash; ``False``: only find it.
 
     Returns:
         The path of the file, verified against its wheel's RECORD where one is kept.
@@ -190,7 +194,7 @@ def packaged_file(package: str, filename: str, distribution: str) -> Path:
             f"The local model file {filename} is not installed (package {distribution}). "
             f"{INSTALL_HINT} Or set LANGFUSION_LOCAL_MODEL_PATH to a GGUF file of your own."
         )
-    expected = _recorded_sha256(distribution, filename)
+    expected = _recorded_sha256(distribution, filename) if check else None
     if expected is not None and not _is_verified(path, expected):
         raise LocalModelError(
             f"{path} does not match the sha256 its package recorded: the file is damaged. "

@@ -120,6 +120,7 @@ class LocalModelServer:
         self._owner_pid = os.getpid()
         self._port: int | None = None
         self._served: tuple[str, ...] = ()
+        self._checked: set[str] = set()  # the served models whose files were verified
 
     @property
     def log_path(self) -> Path:
@@ -198,6 +199,9 @@ class LocalModelServer:
                 self._proc, self._port, self._owner_pid = None, None, os.getpid()
             if self.is_running():
                 if wanted.slug in self._served:
+                    if wanted.slug not in self._checked:
+                        self.model_file(wanted.name)  # joined and verified on first use
+                        self._checked.add(wanted.slug)
                     return f"http://{HOST}:{self._port}/v1"
                 # Left out at start (its package was missing): say why, or serve it now.
                 self.model_file(wanted.name)
@@ -220,6 +224,7 @@ class LocalModelServer:
                     port = free_port()
                 if self._launch(models, port):
                     self._served = tuple(str(entry["model_alias"]) for entry in models)
+                    self._checked = {wanted.slug}
                     return f"http://{HOST}:{port}/v1"
                 logger.warning("port %s is taken (attempt %s); trying another", port, attempt)
                 port = None
@@ -252,13 +257,21 @@ class LocalModelServer:
     def _model_settings(self, first: EmbeddedModel) -> list[dict[str, Any]]:
         """Each installed embedded model's server settings, ``first`` first (loaded at start).
 
+        Only ``first``'s file is verified now (and joined, if it ships in parts):
+        the server loads another model when a request names it, and
+        :meth:`ensure_started` verifies that one's file before its first use.
+
         Raises:
             LocalModelError: If ``first`` is not installed or its file is damaged.
         """
         settings = []
         for model in (first, *(m for m in EMBEDDED_MODELS.values() if m is not first)):
             try:
-                path = self.model_file(model.name)
+                path = (
+                    self.model_file(model.name)
+                    if model is first or self._model_path is not None
+                    else model.packaged_gguf(self.cache_dir, check=False)
+                )
             except LocalModelError as exc:
                 if model is first:
                     raise
