@@ -382,11 +382,19 @@ async def test_a_stream_cancelled_mid_answer_ends_and_closes_its_connection(
                 first.set()
 
     reader = asyncio.get_running_loop().create_task(read())
-    await first.wait()
+    started = asyncio.ensure_future(first.wait())
+    # Bounds against a hang, not measures of speed.
+    await asyncio.wait({started, reader}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if not first.is_set():
+        started.cancel()
+        reader.cancel()
+        ended = reader.done() and not reader.cancelled()
+        raise AssertionError(
+            f"no word streamed: {reader.exception()!r}" if ended else "no word in 60 s"
+        )
     for _ in range(cancels):
         reader.cancel()
         await asyncio.sleep(0)
-    # Bounds against a hang, not measures of speed.
     done, _ = await asyncio.wait({reader}, timeout=60)
     assert reader in done, "the cancelled read went on"
     assert reader.cancelled()
