@@ -84,6 +84,25 @@ def scaffolding(text: str, shingles: set[tuple[str, ...]] | None = None) -> list
     return found
 
 
+def scaffolding_found(
+    result: dict[str, Any], answer: str, shingles: set[tuple[str, ...]] | None = None
+) -> dict[str, Any]:
+    """The scaffolding in a fusion's panel answers (one list each), its answer and its analysis.
+
+    Args:
+        result: The fusion result (the SPEC JSON).
+        answer: The answer the synthesis wrote.
+        shingles: The prompts' eight-word runs, when already computed.
+    """
+    shingles = _prompt_shingles() if shingles is None else shingles
+    texts = analysis_texts(result.get("analysis"))
+    return {
+        "responses": [scaffolding(r["content"], shingles) for r in result["responses"]],
+        "answer": scaffolding(answer, shingles),
+        "analysis": [hit for text in texts for hit in scaffolding(text, shingles)],
+    }
+
+
 def markup(text: str) -> list[str]:
     """HTML formatting tags in ``text`` that are not scaffolding (``<strong>``, ``<em>``)."""
     return [m.group(0) for m in _TAG.finditer(text) if not _SCAFFOLD_TAGS.fullmatch(m[1])]
@@ -132,13 +151,7 @@ async def run(runs: int, model: str | None = None) -> dict[str, Any]:
         started = time.monotonic()
         out = await graph.ainvoke({"messages": [HumanMessage(question)]}, context=ctx)
         result = out["result"]
-        found = {
-            "responses": [scaffolding(r["content"], shingles) for r in result["responses"]],
-            "answer": scaffolding(out["answer"], shingles),
-            "analysis": [
-                hit for text in analysis_texts(result.get("analysis")) for hit in scaffolding(text)
-            ],
-        }
+        found = scaffolding_found(result, out["answer"], shingles)
         rows.append(
             {
                 "question": question,

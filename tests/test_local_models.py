@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 
-from benchmarks.local_output import analysis_texts, cited_models, scaffolding
+from benchmarks.local_output import cited_models, scaffolding_found
 from langfusion.graph import FusionContext, build_fusion_graph
 from langfusion.graph.models.local import LocalModelError, LocalModelServer
 from tests.fakes import result_of
@@ -103,14 +103,11 @@ async def test_a_fusion_on_smollm2_answers_cleanly_and_cites_only_its_panel(
     assert SMOL in server.served
     assert result["status"] == "ok"
     assert [r["model"] for r in result["responses"]] == panel
-    for response in result["responses"]:
-        assert response["content"].strip()
-        assert scaffolding(response["content"]) == [], response["content"]
+    assert all(response["content"].strip() for response in result["responses"])
     assert out["answer"].strip()
-    assert scaffolding(out["answer"]) == [], out["answer"]
     assert result["analysis"] is not None, result.get("failure_reason")
-    for text in analysis_texts(result["analysis"]):
-        assert scaffolding(text) == [], text
+    found = scaffolding_found(result, out["answer"])
+    assert found == {"responses": [[], [], []], "answer": [], "analysis": []}, found
     assert cited_models(result["analysis"]) <= set(panel)
 
 

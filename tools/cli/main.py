@@ -103,11 +103,7 @@ def _ask(
     out: Console,
     err: Console,
 ) -> int:
-    try:
-        ctx = FusionContext.from_parameters(context_settings(args), owner="langfusion ask")
-    except ValueError as exc:
-        parser.error(in_option_terms(str(exc)))
-    question = _read_question(args.question, parser, err)
+    ctx, question = _read_run(args, parser, err)
 
     from rich.text import Text
 
@@ -151,11 +147,7 @@ def _estimate(
     err: Console,
 ) -> int:
     """Print the worst case of the run ``args`` describe; 1 when its budget would refuse it."""
-    try:
-        ctx = FusionContext.from_parameters(context_settings(args), owner="langfusion ask")
-    except ValueError as exc:
-        parser.error(in_option_terms(str(exc)))
-    question = _read_question(args.question, parser, err)
+    ctx, question = _read_run(args, parser, err)
 
     from rich.text import Text
 
@@ -247,6 +239,17 @@ def _serve(
     else:
         serve_workers(build_app, sock, args.workers)
     return EXIT_OK
+
+
+def _read_run(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, err: Console
+) -> tuple[FusionContext, str]:
+    """The run ``ask``'s options describe and its question; a usage error for bad ones."""
+    try:
+        ctx = FusionContext.from_parameters(context_settings(args), owner="langfusion ask")
+    except ValueError as exc:
+        parser.error(in_option_terms(str(exc)))
+    return ctx, _read_question(args.question, parser, err)
 
 
 def _read_question(words: list[str], parser: argparse.ArgumentParser, err: Console) -> str:

